@@ -1,0 +1,68 @@
+"""tidb-memory: async-first LangChain chat memory on TiDB and MySQL.
+
+Example::
+
+    from tidb_memory import AsyncTiDBChatMessageHistory
+
+    history = AsyncTiDBChatMessageHistory("s1", "mysql+aiomysql://root@127.0.0.1:3306/test")
+    await history.aadd_messages([HumanMessage("hi"), AIMessage("hello")])
+    await history.aget_messages()
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._retry import DEFAULT_RETRY_POLICY as DEFAULT_RETRY_POLICY
+from ._retry import RetryPolicy as RetryPolicy
+from .codec import DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MAX_MESSAGE_BYTES
+from .engine import aclose_all as aclose_all
+from .engine import close_all as close_all
+from .engine import create_engine as create_engine
+from .errors import ConfigurationError as ConfigurationError
+from .errors import ConnectError as ConnectError
+from .errors import InsecureTransportError as InsecureTransportError
+from .errors import InvalidInputError as InvalidInputError
+from .errors import MessageTooLargeError as MessageTooLargeError
+from .errors import PoolTimeoutError as PoolTimeoutError
+from .errors import RetriesExhaustedError as RetriesExhaustedError
+from .errors import SchemaError as SchemaError
+from .errors import StorageError as StorageError
+from .errors import SyncCallError as SyncCallError
+from .errors import TiDBMemoryError as TiDBMemoryError
+from .history import DEFAULT_SQLITE_URL as DEFAULT_SQLITE_URL
+from .history import AsyncTiDBChatMessageHistory as AsyncTiDBChatMessageHistory
+from .history import TiDBChatMessageHistory as TiDBChatMessageHistory
+from .history import default_url as default_url
+from .schema import DEFAULT_TABLE_NAME as DEFAULT_TABLE_NAME
+
+try:
+    __version__ = version("tidb-memory")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_RETRY_POLICY",
+    "DEFAULT_SQLITE_URL",
+    "DEFAULT_TABLE_NAME",
+    "AsyncTiDBChatMessageHistory",
+    "ConfigurationError",
+    "ConnectError",
+    "InsecureTransportError",
+    "InvalidInputError",
+    "MessageTooLargeError",
+    "PoolTimeoutError",
+    "RetriesExhaustedError",
+    "RetryPolicy",
+    "SchemaError",
+    "StorageError",
+    "SyncCallError",
+    "TiDBChatMessageHistory",
+    "TiDBMemoryError",
+    "__version__",
+    "aclose_all",
+    "close_all",
+    "create_engine",
+    "default_url",
+]

@@ -1,0 +1,148 @@
+"""The background event loop that synchronous callers cross into.
+
+Every synchronous method of tidb-memory is one line: ``BRIDGE.call(self.a<verb>, ...)``. The
+bridge runs one daemon thread with one asyncio loop, started on first use. A call from any thread
+(a sync script, LangChain's executor threads, a notebook cell whose own loop is running) submits
+the coroutine there and blocks until it is done. A call from the bridge's own thread would wait
+for itself, so it raises :class:`~tidb_memory.SyncCallError` instead.
+
+The loop is stopped at interpreter exit, after its pools are closed on it (see
+``engine.close_all``); ``shutdown_asyncgens`` there disposes the engines the loop owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import enum
+import os
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from .errors import SyncCallError
+
+__all__ = ["BRIDGE", "Bridge", "call_on"]
+
+T = TypeVar("T")
+
+
+class _State(enum.Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+
+
+class Bridge:
+    """One background thread running one event loop, started lazily, restartable."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = _State.IDLE
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._state is _State.RUNNING
+
+    def loop_or_none(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._state is _State.RUNNING and self._loop is not None:
+                return self._loop
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            thread = threading.Thread(
+                target=self._run, args=(loop, ready), name="tidb-memory-bridge", daemon=True
+            )
+            thread.start()
+            ready.wait()
+            self._loop, self._thread, self._state = loop, thread, _State.RUNNING
+            return loop
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        try:
+            loop.run_forever()
+            # Closes the async generators left on the loop, among them the sentinel that
+            # disposes this loop's pools (engine._loop_sentinel).
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` on the bridge loop and return its result."""
+        loop = self._loop if self._state is _State.RUNNING else None
+        if loop is None:
+            loop = self._start()
+        if self._thread is threading.current_thread():
+            raise SyncCallError(
+                "a synchronous tidb-memory method was called from tidb-memory's own event loop; "
+                "await its a-prefixed twin instead"
+            )
+        return _wait(asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), loop))
+
+    def stop(self) -> None:
+        """Stop the loop and join its thread. Idempotent; a later :meth:`call` starts anew."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop, self._thread, self._state = None, None, _State.IDLE
+        if loop is None or thread is None:
+            return
+        if thread is threading.current_thread():
+            raise SyncCallError("the bridge cannot be stopped from its own thread")
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+
+    def _forget(self) -> None:
+        # In a forked child the thread does not exist; start over without touching the parent's.
+        self._lock = threading.Lock()
+        self._loop, self._thread, self._state = None, None, _State.IDLE
+
+
+def _wait(future: concurrent.futures.Future[T]) -> T:
+    try:
+        return future.result()
+    except BaseException:
+        # KeyboardInterrupt or a timeout in the waiting thread: do not leave the work running.
+        future.cancel()
+        raise
+
+
+def call_on(
+    loop: asyncio.AbstractEventLoop, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+) -> T:
+    """Run ``fn(*args)`` on another thread's running ``loop`` and wait for it."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        raise SyncCallError(
+            "a synchronous tidb-memory method was called on the event loop that owns its "
+            "engine; await its a-prefixed twin instead"
+        )
+    if loop.is_closed() or not loop.is_running():
+        raise SyncCallError(
+            "the event loop that owns this engine is not running; pass a connection URL "
+            "instead of an engine to use tidb-memory from synchronous code"
+        )
+    return _wait(asyncio.run_coroutine_threadsafe(fn(*args), loop))
+
+
+BRIDGE = Bridge()
+os.register_at_fork(after_in_child=BRIDGE._forget)
+
+
+def _at_exit() -> None:
+    from .engine import close_all
+
+    close_all()
+
+
+atexit.register(_at_exit)

@@ -1,0 +1,684 @@
+"""URL -> engine: parsing, TLS, pool defaults, and the registry of shared pools.
+
+* :func:`parse_url` turns a URL into a :class:`ConnectionSpec` without any I/O. It accepts
+  ``mysql://``, ``mysql+pymysql://``, ``mysql+aiomysql://`` and ``sqlite+aiosqlite://``, and the
+  TiDB Cloud form ``?ssl_ca=...&ssl_verify_cert=true&ssl_verify_identity=true``, whose ``ssl_*``
+  parameters become a verifying :class:`ssl.SSLContext` (aiomysql accepts nothing else).
+* :class:`Database` is the shared handle for one URL and pool configuration. An ``AsyncEngine``'s
+  connections belong to the event loop that opened them, so a URL gets one pool per running loop,
+  created on first use and disposed when that loop shuts down (``asyncio.run``, ``Runner.close``,
+  pytest-asyncio). Synchronous callers run on the bridge's background loop, which is just another
+  loop here. An engine passed in by the application is used as is, pinned to the loop that first
+  uses it.
+* :meth:`Database.connection` hands out the driver's own connection from SQLAlchemy's pool. The
+  two hot statements run on the driver's cursor: SQLAlchemy keeps the pool, URLs, dialects and DDL,
+  and the per-statement overhead of Core is skipped where it would double the cost of a turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import threading
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
+
+from . import _bridge
+from ._retry import Verdict, classify
+from .errors import ConfigurationError, InsecureTransportError, SyncCallError
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_POOL_RECYCLE",
+    "DEFAULT_POOL_SIZE",
+    "DEFAULT_POOL_TIMEOUT",
+    "TIDB_CLOUD_POOL_RECYCLE",
+    "ConnectionSpec",
+    "Database",
+    "aclose_all",
+    "close_all",
+    "create_engine",
+    "get_database",
+    "parse_url",
+]
+
+logger = logging.getLogger("tidb_memory")
+
+T = TypeVar("T")
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_POOL_SIZE = 10
+DEFAULT_MAX_OVERFLOW = 20
+DEFAULT_POOL_TIMEOUT = 10.0
+DEFAULT_POOL_RECYCLE = 3600
+#: TiDB Cloud may end connections older than 30 minutes; its docs recommend recycling at 5.
+TIDB_CLOUD_POOL_RECYCLE = 300
+#: MySQL and MariaDB take gap locks under REPEATABLE READ, which makes the ``MAX(seq)`` append
+#: deadlock against appends to *other* sessions. READ COMMITTED has none; TiDB has none either.
+INIT_COMMAND = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+
+Backend = Literal["mysql", "sqlite"]
+
+_SCHEMES: dict[str, Backend] = {
+    "mysql": "mysql",
+    "mysql+pymysql": "mysql",
+    "mysql+aiomysql": "mysql",
+    "sqlite+aiosqlite": "sqlite",
+}
+_TLS_PARAMS = frozenset(
+    {
+        "ssl",
+        "ssl_ca",
+        "ssl_capath",
+        "ssl_cert",
+        "ssl_key",
+        "ssl_verify_cert",
+        "ssl_verify_identity",
+        "ssl_check_hostname",
+    }
+)
+_OTHER_PARAMS = frozenset({"charset", "connect_timeout", "unix_socket"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_ENGINE_ARGS = frozenset(
+    {"pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping", "echo"}
+)
+
+
+def _flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigurationError(f"URL parameter {name}={value!r} is not a boolean (use true or false)")
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """What the URL asked of TLS. :meth:`context` builds the verifying ``SSLContext``."""
+
+    ca: str | None = None
+    capath: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    verify_cert: bool = True
+    verify_identity: bool = True
+
+    def context(self) -> ssl.SSLContext:
+        """A client context: system CA store unless ``ca``/``capath`` is given; hostname checked."""
+        ctx = ssl.create_default_context(cafile=self.ca, capath=self.capath)
+        if self.cert:
+            ctx.load_cert_chain(self.cert, self.key)
+        if not self.verify_cert:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif not self.verify_identity:
+            ctx.check_hostname = False
+        return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSpec:
+    """A parsed, validated URL. Building one does no I/O.
+
+    Attributes:
+        backend: ``"mysql"`` (MySQL, MariaDB, TiDB) or ``"sqlite"``.
+        url: the SQLAlchemy URL for the async driver, with TLS parameters removed.
+        tls: TLS settings, or ``None`` for plaintext.
+        tidb_cloud: the host is a TiDB Cloud endpoint.
+        connect_timeout: seconds allowed for one connection attempt.
+    """
+
+    backend: Backend
+    url: URL
+    tls: TLSSettings | None = None
+    tidb_cloud: bool = False
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    @property
+    def display(self) -> str:
+        """The URL with its password masked: safe for messages and logs."""
+        return self.url.render_as_string(hide_password=True)
+
+
+def parse_url(url: str | URL) -> ConnectionSpec:
+    """Parse and check a connection URL; no I/O.
+
+    Example::
+
+        >>> parse_url("mysql+pymysql://u:pw@gateway01.x.prod.aws.tidbcloud.com:4000/db").tls
+        TLSSettings(ca=None, capath=None, cert=None, key=None, verify_cert=True, ...)
+
+    Raises:
+        ConfigurationError: the scheme or a parameter is not supported.
+    """
+    if isinstance(url, str):
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise ConfigurationError(
+                "cannot parse the connection URL; expected e.g. "
+                "mysql+aiomysql://user:password@host:4000/database"
+            ) from exc
+    elif isinstance(url, URL):
+        parsed = url
+    else:
+        raise ConfigurationError(
+            f"connection_string must be a str or URL, not {type(url).__name__}"
+        )
+    backend = _SCHEMES.get(parsed.drivername)
+    if backend is None:
+        raise ConfigurationError(
+            f"unsupported URL scheme {parsed.drivername!r}; use one of "
+            + ", ".join(f"{s}://" for s in _SCHEMES)
+        )
+    if backend == "sqlite":
+        if parsed.query:
+            raise ConfigurationError("sqlite+aiosqlite URLs take no query parameters")
+        return ConnectionSpec(backend="sqlite", url=parsed)
+
+    query = dict(parsed.query)
+    unknown = sorted(set(query) - _TLS_PARAMS - _OTHER_PARAMS)
+    if unknown:
+        raise ConfigurationError(
+            f"unsupported URL parameter(s) {', '.join(unknown)}; supported: "
+            + ", ".join(sorted(_TLS_PARAMS | _OTHER_PARAMS))
+        )
+    values: dict[str, str] = {}
+    for name, value in query.items():
+        if not isinstance(value, str):
+            raise ConfigurationError(f"URL parameter {name} is given more than once")
+        values[name] = value
+    charset = values.pop("charset", "utf8mb4")
+    if charset.lower() != "utf8mb4":
+        raise ConfigurationError(f"charset={charset!r} is not supported; messages need utf8mb4")
+    try:
+        timeout = float(values.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+    except ValueError as exc:
+        raise ConfigurationError("connect_timeout must be a number of seconds") from exc
+    if not 0 < timeout <= 3600:
+        raise ConfigurationError("connect_timeout must be between 0 and 3600 seconds")
+
+    host = parsed.host or ""
+    tidb_cloud = host.lower().endswith(".tidbcloud.com")
+    tls_asked = any(name in _TLS_PARAMS for name in values)
+    if "ssl" in values and not _flag("ssl", values["ssl"]):
+        if tidb_cloud:
+            raise ConfigurationError("TiDB Cloud accepts TLS connections only; remove ssl=false")
+        if len(set(values) & _TLS_PARAMS) > 1:
+            raise ConfigurationError("ssl=false contradicts the other ssl_* parameters")
+        tls_asked = False
+    tls: TLSSettings | None = None
+    if tls_asked or tidb_cloud:
+        for name in ("ssl_ca", "ssl_cert", "ssl_key"):
+            if name in values and not os.path.isfile(values[name]):
+                raise ConfigurationError(f"{name}: no such file: {values[name]!r}")
+        if "ssl_capath" in values and not os.path.isdir(values["ssl_capath"]):
+            raise ConfigurationError(f"ssl_capath: no such directory: {values['ssl_capath']!r}")
+        verify_cert = _flag("ssl_verify_cert", values.get("ssl_verify_cert", "true"))
+        identity = values.get("ssl_verify_identity", values.get("ssl_check_hostname", "true"))
+        tls = TLSSettings(
+            ca=values.get("ssl_ca"),
+            capath=values.get("ssl_capath"),
+            cert=values.get("ssl_cert"),
+            key=values.get("ssl_key"),
+            verify_cert=verify_cert,
+            verify_identity=verify_cert and _flag("ssl_verify_identity", identity),
+        )
+    kept = {"unix_socket": values["unix_socket"]} if "unix_socket" in values else {}
+    normal = parsed.set(drivername="mysql+aiomysql", query=kept)
+    return ConnectionSpec(
+        backend="mysql", url=normal, tls=tls, tidb_cloud=tidb_cloud, connect_timeout=timeout
+    )
+
+
+def _engine_kwargs(spec: ConnectionSpec, engine_args: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(engine_args) - _ENGINE_ARGS)
+    if unknown:
+        raise ConfigurationError(
+            f"unsupported engine_args {', '.join(unknown)}; supported: "
+            + ", ".join(sorted(_ENGINE_ARGS))
+        )
+    kwargs: dict[str, Any] = {
+        "pool_size": DEFAULT_POOL_SIZE,
+        "max_overflow": DEFAULT_MAX_OVERFLOW,
+        "pool_timeout": DEFAULT_POOL_TIMEOUT,
+        "pool_recycle": TIDB_CLOUD_POOL_RECYCLE if spec.tidb_cloud else DEFAULT_POOL_RECYCLE,
+        # Connections run in autocommit: there is nothing to roll back when one is returned,
+        # and a ROLLBACK per checkin would double the round trips of every call.
+        "pool_reset_on_return": None,
+        "pool_pre_ping": False,
+    }
+    kwargs.update(engine_args)
+    return kwargs
+
+
+def _mysql_creator(spec: ConnectionSpec) -> Callable[[], Awaitable[Any]]:
+    import aiomysql
+
+    url = spec.url
+    context = spec.tls.context() if spec.tls is not None else None
+    connect_kwargs: dict[str, Any] = {
+        "host": url.host or "localhost",
+        "port": url.port or 3306,
+        "user": url.username or "",
+        "password": url.password or "",
+        "db": url.database,
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "connect_timeout": spec.connect_timeout,
+        "init_command": INIT_COMMAND,
+        "local_infile": False,
+        "ssl": context,
+    }
+    if "unix_socket" in url.query:
+        connect_kwargs["unix_socket"] = url.query["unix_socket"]
+
+    async def connect() -> Any:
+        conn = await aiomysql.connect(**connect_kwargs)
+        if context is not None:
+            # aiomysql quietly stays in plaintext when the server offers no TLS: refuse that.
+            try:
+                async with conn.cursor() as cur:
+                    await cur.execute("SHOW STATUS LIKE 'Ssl_cipher'")
+                    row = await cur.fetchone()
+            except BaseException:
+                conn.close()
+                raise
+            if not row or not row[1]:
+                conn.close()
+                raise InsecureTransportError(
+                    f"TLS was required for {spec.display}, but the server did not enable it "
+                    "(Ssl_cipher is empty); refusing a plaintext session",
+                    operation="connect",
+                )
+        return conn
+
+    return connect
+
+
+def _sqlite_creator(spec: ConnectionSpec) -> Callable[[], Awaitable[Any]]:
+    import aiosqlite
+
+    database = spec.url.database or ":memory:"
+    if database == ":memory:":
+        raise ConfigurationError(
+            "an in-memory SQLite database cannot be shared between connections; "
+            "use a file, e.g. sqlite+aiosqlite:///chat.db"
+        )
+
+    async def connect() -> Any:
+        # isolation_level=None: autocommit, so every statement commits by itself, as on MySQL.
+        conn = await aiosqlite.connect(database, isolation_level=None, timeout=30.0)
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    return connect
+
+
+def create_engine(url: str | URL, *, engine_args: Mapping[str, Any] | None = None) -> AsyncEngine:
+    """Create an ``AsyncEngine`` configured the way tidb-memory needs it.
+
+    Use this when the application wants to own the engine (and pass it as ``engine=``): TLS
+    parameters become a verifying ``SSLContext``, connections run in autocommit under READ
+    COMMITTED, and returning a connection to the pool costs no round trip.
+
+    Example::
+
+        engine = create_engine("mysql+aiomysql://root@127.0.0.1:3306/test")
+        history = AsyncTiDBChatMessageHistory("s1", engine=engine)
+        ...
+        await engine.dispose()
+
+    Raises:
+        ConfigurationError: the URL or an engine argument is not supported.
+    """
+    spec = parse_url(url)
+    return _create_engine(spec, _engine_kwargs(spec, engine_args or {}))
+
+
+def _create_engine(spec: ConnectionSpec, kwargs: Mapping[str, Any]) -> AsyncEngine:
+    if spec.backend == "mysql":
+        creator = _mysql_creator(spec)
+        # The URL is kept only for the dialect; the creator makes every connection.
+        return create_async_engine(spec.url, async_creator=creator, **kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if k != "pool_recycle"}
+    return create_async_engine(spec.url, async_creator=_sqlite_creator(spec), **kwargs)
+
+
+# --- the per-loop registry -----------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _LoopResources:
+    """Everything tidb-memory holds on one event loop: an engine per Database key."""
+
+    loop: asyncio.AbstractEventLoop
+    engines: dict[str, AsyncEngine] = field(default_factory=dict)
+    sentinel: AsyncGenerator[None, None] | None = None
+
+
+_registry_lock = threading.Lock()
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _dispose_all(resources: _LoopResources) -> None:
+    engines = list(resources.engines.values())
+    resources.engines.clear()
+    for engine in engines:
+        with contextlib.suppress(Exception):
+            await engine.dispose()
+
+
+async def _loop_sentinel(resources: _LoopResources) -> AsyncGenerator[None, None]:
+    # An async generator left suspended on the loop: the loop closes it in shutdown_asyncgens()
+    # (asyncio.run, Runner.close, pytest-asyncio), while it can still run coroutines. That is
+    # the last moment the loop's connections can be closed cleanly, without "Event loop is
+    # closed" noise when they are collected later.
+    try:
+        yield
+    finally:
+        with _registry_lock:
+            _loops.pop(resources.loop, None)
+        await _dispose_all(resources)
+
+
+async def _resources_for(loop: asyncio.AbstractEventLoop) -> _LoopResources:
+    resources = _loops.get(loop)
+    if resources is not None:
+        return resources
+    with _registry_lock:
+        resources = _loops.get(loop)
+        if resources is None:
+            resources = _LoopResources(loop)
+            _loops[loop] = resources
+            created = True
+        else:
+            created = False
+    if created:
+        sentinel = _loop_sentinel(resources)
+        resources.sentinel = sentinel
+        await sentinel.__anext__()
+    return resources
+
+
+# --- the Database handle -------------------------------------------------------------------
+
+
+class Connection:
+    """One pooled driver connection, with the two calls the store needs.
+
+    ``fetchall`` and ``execute`` send exactly one statement each: one round trip.
+    """
+
+    __slots__ = ("_fairy", "backend", "driver")
+
+    def __init__(self, fairy: PoolProxiedConnection, backend: Backend) -> None:
+        self._fairy = fairy
+        self.backend = backend
+        self.driver: Any = fairy.driver_connection
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[Any]:
+        """Run one query and return all its rows."""
+        if self.backend == "mysql":
+            # The cursor class directly: Connection.cursor() wraps it in a future per call.
+            cur = self.driver.cursorclass(self.driver, False)
+            await cur.execute(sql, params)
+            rows: list[Any] = cur._rows or []
+            return rows
+        return list(await self.driver.execute_fetchall(sql, params))
+
+    async def execute(self, sql: str, params: tuple[Any, ...] | list[Any]) -> int:
+        """Run one statement and return the number of rows it changed."""
+        if self.backend == "mysql":
+            cur = self.driver.cursorclass(self.driver, False)
+            return await cur.execute(sql, params)  # type: ignore[no-any-return]
+        cursor = await self.driver.execute(sql, params)
+        count: int = cursor.rowcount
+        await cursor.close()
+        return count
+
+
+class Database:
+    """The shared handle for one URL (or one application engine) and its pool settings.
+
+    Histories built from equal URLs get the same ``Database`` and so share pools. Nothing here
+    connects until a coroutine asks for a :meth:`connection`.
+    """
+
+    def __init__(
+        self,
+        spec: ConnectionSpec,
+        *,
+        key: str,
+        engine_kwargs: Mapping[str, Any] | None = None,
+        engine: AsyncEngine | None = None,
+    ) -> None:
+        self.spec = spec
+        self.key = key
+        self.backend: Backend = spec.backend
+        self._engine_kwargs = dict(engine_kwargs or {})
+        self._pinned_engine = engine
+        self._pinned_loop: asyncio.AbstractEventLoop | None = None
+        self.server_info: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Database {self.spec.display}>"
+
+    # -- engines
+
+    async def engine(self) -> AsyncEngine:
+        """The engine to use from the running loop (created on first use)."""
+        loop = asyncio.get_running_loop()
+        if self._pinned_engine is not None:
+            if self._pinned_loop is None:
+                self._pinned_loop = loop
+            return self._pinned_engine
+        resources = _loops.get(loop)
+        if resources is None:
+            resources = await _resources_for(loop)
+        engine = resources.engines.get(self.key)
+        if engine is None:
+            engine = resources.engines.setdefault(
+                self.key, _create_engine(self.spec, self._engine_kwargs)
+            )
+        return engine
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """Check a driver connection out of the pool for the running loop.
+
+        A connection whose use ended in a broken state (a lost connection, a cancelled query,
+        anything but a complete server reply) is invalidated instead of being returned.
+        """
+        engine = await self.engine()
+        fairy = await greenlet_spawn(engine.sync_engine.pool.connect)
+        try:
+            yield Connection(fairy, self.backend)
+        except BaseException as exc:
+            healthy = isinstance(exc, Exception) and classify(exc) is not Verdict.DISCONNECT
+            if healthy and _server_replied(exc):
+                await greenlet_spawn(fairy.close)
+            else:
+                await greenlet_spawn(fairy.invalidate, exc if isinstance(exc, Exception) else None)
+            raise
+        else:
+            await greenlet_spawn(fairy.close)
+
+    # -- crossing loops and threads
+
+    async def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Await ``fn(*args)`` on the loop that owns this database's engine.
+
+        A URL has an engine on every loop, so this is a plain await. An application engine is
+        pinned to the loop that first used it; callers on other loops are sent there.
+        """
+        if self._pinned_engine is None:
+            return await fn(*args)
+        loop = asyncio.get_running_loop()
+        target = self._pinned_loop
+        if target is None or target is loop:
+            return await fn(*args)
+        if target.is_closed() or not target.is_running():
+            raise ConfigurationError(
+                "the AsyncEngine passed as engine= belongs to an event loop that is no longer "
+                "running; pass a connection URL instead to get a pool per event loop"
+            )
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args), target))
+
+    def run_sync(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Run ``fn(*args)`` to completion from synchronous code, on the right loop."""
+        if self._pinned_engine is not None and self._pinned_loop is not None:
+            target = self._pinned_loop
+            if target is not _bridge.BRIDGE.loop_or_none():
+                return _bridge.call_on(target, fn, *args)
+        return _bridge.BRIDGE.call(fn, *args)
+
+    # -- lifecycle
+
+    async def aclose(self, *, _blocked: asyncio.AbstractEventLoop | None = None) -> None:
+        """Close every pooled connection of this database, on every loop that has some.
+
+        The handle stays usable: the next call opens new connections. An engine passed in by
+        the application is left alone; its owner disposes it.
+        """
+        if self._pinned_engine is not None:
+            return
+        current = asyncio.get_running_loop()
+        for loop, resources in list(_loops.items()):
+            engine = resources.engines.pop(self.key, None)
+            if engine is None:
+                continue
+            if loop is current:
+                await engine.dispose()
+            elif loop.is_running():
+                future = asyncio.run_coroutine_threadsafe(engine.dispose(), loop)
+                # A loop whose thread is blocked waiting for us (a sync close_all() called from
+                # a notebook cell) runs the dispose when it resumes; waiting would deadlock.
+                if loop is not _blocked:
+                    await asyncio.wrap_future(future)
+            else:
+                # A stopped loop cannot run the close handshake; forget the connections and let
+                # that loop's shutdown (or the process exit) drop them.
+                await greenlet_spawn(engine.sync_engine.dispose, False)
+
+    def close(self) -> None:
+        """Synchronous :meth:`aclose`."""
+        _bridge.BRIDGE.call(self.aclose, _blocked=_caller_loop())
+
+
+def _server_replied(exc: BaseException) -> bool:
+    """True when ``exc`` is a complete error reply, after which the connection is still usable."""
+    from ._retry import error_code
+
+    code = error_code(exc)
+    return code is not None and code >= 1000
+
+
+_databases_lock = threading.Lock()
+_databases: dict[str, Database] = {}
+
+
+def get_database(
+    url: str | URL | None = None,
+    *,
+    engine: AsyncEngine | None = None,
+    engine_args: Mapping[str, Any] | None = None,
+) -> Database:
+    """The shared :class:`Database` for a URL (or an application engine). No I/O.
+
+    Raises:
+        ConfigurationError: neither or both of ``url`` and ``engine`` were given, or the URL or an
+            engine argument is not supported.
+    """
+    if engine is not None:
+        if url is not None:
+            raise ConfigurationError("pass either connection_string or engine, not both")
+        if not isinstance(engine, AsyncEngine):
+            raise ConfigurationError(
+                f"engine must be a sqlalchemy AsyncEngine, not {type(engine).__name__}"
+            )
+        if engine_args:
+            raise ConfigurationError("engine_args apply to URLs only; configure your engine")
+        backend = engine.dialect.name
+        drivername = {"mysql": "mysql+aiomysql", "sqlite": "sqlite+aiosqlite"}.get(backend)
+        if drivername is None or engine.url.drivername != drivername:
+            raise ConfigurationError(
+                f"engine uses {engine.url.drivername!r}; tidb-memory needs mysql+aiomysql "
+                "or sqlite+aiosqlite"
+            )
+        key = f"engine:{id(engine):x}"
+        with _databases_lock:
+            db = _databases.get(key)
+            if db is None or db._pinned_engine is not engine:
+                db = Database(parse_url(engine.url), key=key, engine=engine)
+                _databases[key] = db
+        return db
+    if url is None:
+        raise ConfigurationError("a connection_string or an engine is required")
+    args = dict(engine_args or {})
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    key = text + "\x00" + repr(sorted(args.items()))
+    db = _databases.get(key)
+    if db is not None:
+        return db
+    spec = parse_url(url)
+    kwargs = _engine_kwargs(spec, args)
+    with _databases_lock:
+        db = _databases.get(key)
+        if db is None:
+            db = Database(spec, key=key, engine_kwargs=kwargs)
+            _databases[key] = db
+    return db
+
+
+def _caller_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def aclose_all(*, _blocked: asyncio.AbstractEventLoop | None = None) -> None:
+    """Close every pool tidb-memory opened, on every loop. For application shutdown.
+
+    Example (a FastAPI lifespan)::
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            yield
+            await tidb_memory.aclose_all()
+    """
+    for db in list(_databases.values()):
+        await db.aclose(_blocked=_blocked)
+
+
+def close_all() -> None:
+    """Close every pool and stop the background loop; the synchronous :func:`aclose_all`.
+
+    It also runs at interpreter exit. tidb-memory stays usable afterwards: the next call starts
+    over.
+    """
+    if _bridge.BRIDGE.running:
+        with contextlib.suppress(SyncCallError):
+            _bridge.BRIDGE.call(aclose_all, _blocked=_caller_loop())
+    _bridge.BRIDGE.stop()
