@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from . import _bridge
@@ -530,7 +530,12 @@ class Database:
                 await greenlet_spawn(fairy.invalidate, exc if isinstance(exc, Exception) else None)
             raise
         else:
-            await greenlet_spawn(fairy.close)
+            pool = engine.sync_engine.pool
+            if isinstance(pool, QueuePool) and pool.checkedin() < pool.size():
+                # Returning to a queue with room is pure bookkeeping: no I/O, so no greenlet.
+                fairy.close()
+            else:  # the pool would close it (overflow): that awaits the driver
+                await greenlet_spawn(fairy.close)
 
     # -- crossing loops and threads
 
