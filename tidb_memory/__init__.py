@@ -32,9 +32,14 @@ from .errors import SyncCallError as SyncCallError
 from .errors import TiDBMemoryError as TiDBMemoryError
 from .history import DEFAULT_SQLITE_URL as DEFAULT_SQLITE_URL
 from .history import AsyncTiDBChatMessageHistory as AsyncTiDBChatMessageHistory
+from .history import SessionStore as SessionStore
 from .history import TiDBChatMessageHistory as TiDBChatMessageHistory
 from .history import default_url as default_url
 from .schema import DEFAULT_TABLE_NAME as DEFAULT_TABLE_NAME
+from .store import UNSET as UNSET
+from .store import MessageRecord as MessageRecord
+from .store import SessionInfo as SessionInfo
+from .store import SessionPage as SessionPage
 
 try:
     __version__ = version("tidb-memory")
@@ -42,24 +47,29 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "AsyncTiDBChatMessageHistory",
+    "ConfigurationError",
+    "ConnectError",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_RETRY_POLICY",
     "DEFAULT_SQLITE_URL",
     "DEFAULT_TABLE_NAME",
-    "AsyncTiDBChatMessageHistory",
-    "ConfigurationError",
-    "ConnectError",
     "InsecureTransportError",
     "InvalidInputError",
+    "MessageRecord",
     "MessageTooLargeError",
     "PoolTimeoutError",
     "RetriesExhaustedError",
     "RetryPolicy",
     "SchemaError",
+    "SessionInfo",
+    "SessionPage",
+    "SessionStore",
     "StorageError",
     "SyncCallError",
     "TiDBChatMessageHistory",
     "TiDBMemoryError",
+    "UNSET",
     "__version__",
     "aclose_all",
     "close_all",

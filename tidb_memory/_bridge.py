@@ -115,9 +115,12 @@ def _wait(future: concurrent.futures.Future[T]) -> T:
 
 
 def call_on(
-    loop: asyncio.AbstractEventLoop, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    loop: asyncio.AbstractEventLoop,
+    fn: Callable[..., Coroutine[Any, Any, T]],
+    *args: Any,
+    **kwargs: Any,
 ) -> T:
-    """Run ``fn(*args)`` on another thread's running ``loop`` and wait for it."""
+    """Run ``fn(*args, **kwargs)`` on another thread's running ``loop`` and wait for it."""
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
@@ -132,7 +135,7 @@ def call_on(
             "the event loop that owns this engine is not running; pass a connection URL "
             "instead of an engine to use tidb-memory from synchronous code"
         )
-    return _wait(asyncio.run_coroutine_threadsafe(fn(*args), loop))
+    return _wait(asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), loop))
 
 
 BRIDGE = Bridge()

@@ -41,7 +41,15 @@ from langchain_core.messages import (
 
 from .errors import InvalidInputError, MessageTooLargeError
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "decode", "decode_many", "encode", "encode_batch"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "decode",
+    "decode_json",
+    "decode_many",
+    "encode",
+    "encode_batch",
+    "encode_json",
+]
 
 #: TiDB's default row size limit (``txn-entry-size-limit``): 6 MiB.
 DEFAULT_MAX_MESSAGE_BYTES = 6 * 1024 * 1024
@@ -188,3 +196,21 @@ def decode(text: str | bytes) -> BaseMessage:
 def decode_many(texts: Iterable[str | bytes]) -> list[BaseMessage]:
     """Decode many rows; see :func:`decode`."""
     return [decode(text) for text in texts]
+
+
+def encode_json(value: Any, where: str = "metadata") -> str:
+    """Encode free-form JSON (per-message or session metadata) exactly, or refuse it.
+
+    Raises:
+        InvalidInputError: ``value`` holds something JSON would change (see :func:`encode`).
+    """
+    _check_json(value, where)
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError as exc:
+        raise InvalidInputError(f"{where} cannot be encoded: {exc}") from exc
+
+
+def decode_json(text: str | bytes | None) -> Any:
+    """Decode what :func:`encode_json` stored; ``None`` stays ``None``."""
+    return None if text is None else orjson.loads(text)

@@ -24,7 +24,15 @@ import os
 import ssl
 import threading
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -445,7 +453,7 @@ class Connection:
         self.backend = backend
         self.driver: Any = fairy.driver_connection
 
-    async def fetchall(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[Any]:
+    async def fetchall(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """Run one query and return all its rows."""
         if self.backend == "mysql":
             # The cursor class directly: Connection.cursor() wraps it in a future per call.
@@ -455,7 +463,7 @@ class Connection:
             return rows
         return list(await self.driver.execute_fetchall(sql, params))
 
-    async def execute(self, sql: str, params: tuple[Any, ...] | list[Any]) -> int:
+    async def execute(self, sql: str, params: Sequence[Any]) -> int:
         """Run one statement and return the number of rows it changed."""
         if self.backend == "mysql":
             cur = self.driver.cursorclass(self.driver, False)
@@ -558,13 +566,13 @@ class Database:
             )
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args), target))
 
-    def run_sync(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        """Run ``fn(*args)`` to completion from synchronous code, on the right loop."""
+    def run_sync(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` to completion from synchronous code, on the right loop."""
         if self._pinned_engine is not None and self._pinned_loop is not None:
             target = self._pinned_loop
             if target is not _bridge.BRIDGE.loop_or_none():
-                return _bridge.call_on(target, fn, *args)
-        return _bridge.BRIDGE.call(fn, *args)
+                return _bridge.call_on(target, fn, *args, **kwargs)
+        return _bridge.BRIDGE.call(fn, *args, **kwargs)
 
     # -- lifecycle
 

@@ -21,6 +21,7 @@ of a table in a process, once per (database, table), never at construction and n
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError, SchemaError
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TABLE_NAME",
     "MIGRATIONS_TABLE",
+    "SESSIONS_TABLE",
     "SCHEMA_VERSION",
     "check_table_name",
     "create_table_statements",
@@ -40,6 +42,7 @@ __all__ = [
 
 DEFAULT_TABLE_NAME = "langchain_message_store"
 MIGRATIONS_TABLE = "tidb_memory_migrations"
+SESSIONS_TABLE = "tidb_memory_sessions"
 SCHEMA_VERSION = 1
 SESSION_ID_MAX_CHARS = 255
 MSG_KEY_INDEX = "uk_msg_key"
@@ -70,10 +73,40 @@ def quote(backend: Backend, name: str) -> str:
     return f"`{name}`" if backend == "mysql" else f'"{name}"'
 
 
-def create_table_statements(backend: Backend, table: str) -> list[str]:
-    """The DDL that creates ``table`` and the migrations table, in order."""
+def ttl_clause(ttl: timedelta | None) -> str:
+    """TiDB's table TTL, as executable comments that MySQL and MariaDB skip.
+
+    Example::
+
+        >>> ttl_clause(timedelta(days=30))
+        " /*T![ttl] TTL=`created_at` + INTERVAL 30 DAY */ /*T![ttl] TTL_ENABLE='ON' */"
+    """
+    if ttl is None:
+        return ""
+    seconds = int(ttl.total_seconds())
+    for unit, size in (("DAY", 86400), ("HOUR", 3600), ("MINUTE", 60), ("SECOND", 1)):
+        if seconds % size == 0:
+            interval = f"{seconds // size} {unit}"
+            break
+    return f" /*T![ttl] TTL=`created_at` + INTERVAL {interval} */ /*T![ttl] TTL_ENABLE='ON' */"
+
+
+def check_ttl(ttl: object) -> timedelta | None:
+    """Return ``ttl`` if it is ``None`` or a positive timedelta of whole seconds."""
+    if ttl is None:
+        return None
+    if not isinstance(ttl, timedelta) or ttl.total_seconds() < 1 or ttl.microseconds:
+        raise InvalidInputError("ttl must be a timedelta of at least one whole second")
+    return ttl
+
+
+def create_table_statements(
+    backend: Backend, table: str, *, ttl: timedelta | None = None
+) -> list[str]:
+    """The DDL that creates ``table``, the sessions table and the migrations table, in order."""
     t = quote(backend, table)
     m = quote(backend, MIGRATIONS_TABLE)
+    st = quote(backend, SESSIONS_TABLE)
     if backend == "mysql":
         return [
             f"CREATE TABLE IF NOT EXISTS {t} (\n"
@@ -86,6 +119,16 @@ def create_table_statements(backend: Backend, table: str) -> list[str]:
             "  PRIMARY KEY (`session_id`, `seq`) /*T![clustered_index] CLUSTERED */,\n"
             f"  UNIQUE KEY `{MSG_KEY_INDEX}` (`msg_key`),\n"
             "  KEY `ix_created_at` (`created_at`)\n"
+            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin" + ttl_clause(ttl),
+            f"CREATE TABLE IF NOT EXISTS {st} (\n"
+            "  `table_name` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,\n"
+            "  `session_id` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,\n"
+            "  `user_id` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,\n"
+            "  `title` VARCHAR(1024) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,\n"
+            "  `metadata` JSON NULL,\n"
+            "  `updated_at` DATETIME(6) NOT NULL,\n"
+            "  PRIMARY KEY (`table_name`, `session_id`) /*T![clustered_index] CLUSTERED */,\n"
+            "  KEY `ix_user` (`table_name`, `user_id`)\n"
             ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
             f"CREATE TABLE IF NOT EXISTS {m} (\n"
             "  `table_name` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,\n"
@@ -106,6 +149,16 @@ def create_table_statements(backend: Backend, table: str) -> list[str]:
         f"  CONSTRAINT {MSG_KEY_INDEX} UNIQUE (msg_key)\n"
         ") WITHOUT ROWID",
         f'CREATE INDEX IF NOT EXISTS "{table}_created_at" ON {t} (created_at)',
+        f"CREATE TABLE IF NOT EXISTS {st} (\n"
+        "  table_name TEXT NOT NULL,\n"
+        "  session_id TEXT NOT NULL,\n"
+        "  user_id TEXT NULL,\n"
+        "  title TEXT NULL,\n"
+        "  metadata TEXT NULL,\n"
+        "  updated_at TEXT NOT NULL,\n"
+        "  PRIMARY KEY (table_name, session_id)\n"
+        ")",
+        f'CREATE INDEX IF NOT EXISTS "{SESSIONS_TABLE}_user" ON {st} (table_name, user_id)',
         f"CREATE TABLE IF NOT EXISTS {m} (\n"
         "  table_name TEXT NOT NULL,\n"
         "  version INTEGER NOT NULL,\n"
@@ -169,7 +222,9 @@ def check_layout(table: str, columns: set[str]) -> None:
 _done: set[tuple[str, str]] = set()
 
 
-async def ensure_schema(db: Database, table: str, *, create: bool) -> None:
+async def ensure_schema(
+    db: Database, table: str, *, create: bool, ttl: timedelta | None = None
+) -> None:
     """First use of ``table`` in this process: create it (if ``create``), check it, record it.
 
     Runs once per (database, table). Concurrent first uses may both run it: every step is
@@ -178,14 +233,16 @@ async def ensure_schema(db: Database, table: str, *, create: bool) -> None:
     if (db.key, table) in _done:
         return
     async with db.connection() as conn:
-        await _setup(conn, db, table, create=create)
+        await _setup(conn, db, table, create=create, ttl=ttl)
     _done.add((db.key, table))
 
 
-async def _setup(conn: Connection, db: Database, table: str, *, create: bool) -> None:
+async def _setup(
+    conn: Connection, db: Database, table: str, *, create: bool, ttl: timedelta | None
+) -> None:
     backend = conn.backend
     if create:
-        for statement in create_table_statements(backend, table):
+        for statement in create_table_statements(backend, table, ttl=ttl):
             await conn.execute(statement, ())
     sql, params = _columns_statement(backend, table)
     columns = {str(row[0]).lower() for row in await conn.fetchall(sql, params)}
