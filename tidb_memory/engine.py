@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import ssl
 import threading
 import weakref
@@ -39,12 +40,12 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import PoolProxiedConnection, QueuePool
+from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from . import _bridge
-from ._retry import Verdict, classify
-from .errors import ConfigurationError, InsecureTransportError, SyncCallError
+from ._retry import Verdict, classify, error_code
+from .errors import ConfigurationError, InsecureTransportError, SyncCallError, TiDBMemoryError
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -524,26 +525,23 @@ class Database:
         """Check a driver connection out of the pool for the running loop.
 
         A connection whose use ended in a broken state (a lost connection, a cancelled query,
-        anything but a complete server reply) is invalidated instead of being returned.
+        anything but a complete server reply) is discarded instead of being returned. A lost
+        connection also marks every older connection of the pool stale, as SQLAlchemy does, so
+        a server restart costs one failed attempt, not one per pooled connection.
         """
         engine = await self.engine()
-        fairy = await greenlet_spawn(engine.sync_engine.pool.connect)
+        pool = engine.sync_engine.pool
+        fairy = await greenlet_spawn(pool.connect)
         try:
             yield Connection(fairy, self.backend)
         except BaseException as exc:
-            healthy = isinstance(exc, Exception) and classify(exc) is not Verdict.DISCONNECT
-            if healthy and _server_replied(exc):
-                await greenlet_spawn(fairy.close)
+            if _reusable(exc):
+                await _checkin(pool, fairy)
             else:
-                await greenlet_spawn(fairy.invalidate, exc if isinstance(exc, Exception) else None)
+                await greenlet_spawn(_discard, pool, fairy, exc)
             raise
         else:
-            pool = engine.sync_engine.pool
-            if isinstance(pool, QueuePool) and pool.checkedin() < pool.size():
-                # Returning to a queue with room is pure bookkeeping: no I/O, so no greenlet.
-                fairy.close()
-            else:  # the pool would close it (overflow): that awaits the driver
-                await greenlet_spawn(fairy.close)
+            await _checkin(pool, fairy)
 
     # -- crossing loops and threads
 
@@ -607,12 +605,31 @@ class Database:
         _bridge.BRIDGE.call(self.aclose, _blocked=_caller_loop())
 
 
-def _server_replied(exc: BaseException) -> bool:
-    """True when ``exc`` is a complete error reply, after which the connection is still usable."""
-    from ._retry import error_code
-
+def _reusable(exc: BaseException) -> bool:
+    """True when the connection is fine after ``exc``: our own check failed before any I/O, or
+    the server sent a complete error reply on a connection it keeps open."""
+    if isinstance(exc, TiDBMemoryError):
+        return True
+    if not isinstance(exc, Exception) or classify(exc) is Verdict.DISCONNECT:
+        return False
     code = error_code(exc)
-    return code is not None and code >= 1000
+    return (code is not None and code >= 1000) or isinstance(exc, sqlite3.Error)
+
+
+async def _checkin(pool: Pool, fairy: PoolProxiedConnection) -> None:
+    if isinstance(pool, QueuePool) and pool.checkedin() < pool.size():
+        # Returning to a queue with room is pure bookkeeping: no I/O, so no greenlet hop.
+        fairy.close()
+    else:  # the pool would close it (overflow), which awaits the driver
+        await greenlet_spawn(fairy.close)
+
+
+def _discard(pool: Pool, fairy: PoolProxiedConnection, exc: BaseException) -> None:
+    cause = exc if isinstance(exc, Exception) else None
+    if cause is not None and classify(cause) is Verdict.DISCONNECT:
+        pool._invalidate(fairy, cause)  # this connection, and mark its generation stale
+    else:
+        fairy.invalidate(cause)
 
 
 _databases_lock = threading.Lock()
