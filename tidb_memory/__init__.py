@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from ._retry import DEFAULT_RETRY_POLICY as DEFAULT_RETRY_POLICY
 from ._retry import RetryPolicy as RetryPolicy
@@ -41,6 +42,10 @@ from .store import MessageRecord as MessageRecord
 from .store import SessionInfo as SessionInfo
 from .store import SessionPage as SessionPage
 
+if TYPE_CHECKING:
+    from .checkpoint import AsyncTiDBSaver as AsyncTiDBSaver
+    from .checkpoint import TiDBSaver as TiDBSaver
+
 try:
     __version__ = version("tidb-memory")
 except PackageNotFoundError:  # running from a source tree that was never installed
@@ -48,6 +53,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "AsyncTiDBChatMessageHistory",
+    "AsyncTiDBSaver",
     "ConfigurationError",
     "ConnectError",
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -69,6 +75,7 @@ __all__ = [
     "SyncCallError",
     "TiDBChatMessageHistory",
     "TiDBMemoryError",
+    "TiDBSaver",
     "UNSET",
     "__version__",
     "aclose_all",
@@ -76,3 +83,17 @@ __all__ = [
     "create_engine",
     "default_url",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The LangGraph checkpointer ships in the [langgraph] extra: import it (and langgraph) only
+    # when it is asked for, so that the core install never needs langgraph.
+    if name in ("AsyncTiDBSaver", "TiDBSaver"):
+        try:
+            from . import checkpoint
+        except ModuleNotFoundError as exc:
+            raise ImportError(
+                f"tidb_memory.{name} needs LangGraph: pip install 'tidb-memory[langgraph]'"
+            ) from exc
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
