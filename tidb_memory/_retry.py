@@ -14,7 +14,8 @@ pure function of the exception, so it is unit-tested without a server.
   (TiDB 9001-9006 and 9008, 2003 can't connect, 1040 too many connections, 1053 shutdown in
   progress, SQLite ``database is locked``).
 * **Never retried** (:attr:`Verdict.FATAL`): everything else, notably an entry or transaction too
-  large (8025, 8004, 9500, 1153), a bad JSON key (8129), syntax (1064) and permission errors.
+  large (8025, 8004, 9500, 1153), a bad JSON key (8129), syntax (1064) and permission errors,
+  and a server certificate that fails verification (it would fail the same way every time).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import enum
 import logging
 import random
 import sqlite3
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,6 +60,8 @@ T = TypeVar("T")
 DISCONNECT_CODES = frozenset({1927, 2006, 2013, 2014, 2045, 2055, 4031})
 CONFLICT_CODES = frozenset({1205, 1213, 8002, 8005, 8022, 8027, 8028, 9007})
 BACKOFF_CODES = frozenset({1040, 1053, 2003, 9001, 9002, 9003, 9004, 9005, 9006, 9008})
+#: Final whatever the message says: entry or transaction too large, JSON key too long.
+FATAL_CODES = frozenset({1153, 8004, 8025, 8129, 9500})
 CONNECT_CODES = frozenset({1044, 1045, 1049, 2003, 2005, 2026, 1040, 1129, 1130, 1251})
 TRY_AGAIN_MARK = "[try again later]"
 
@@ -121,6 +125,8 @@ def _driver_error(exc: BaseException) -> BaseException:
 def error_code(exc: BaseException) -> int | None:
     """The MySQL-protocol error number of ``exc``, or ``None``."""
     err = _driver_error(exc)
+    if isinstance(err, OSError):  # args[0] is an errno (104, 111, ...), not a server code
+        return None
     args = getattr(err, "args", ())
     if args and isinstance(args[0], int) and not isinstance(args[0], bool):
         return args[0]
@@ -141,9 +147,32 @@ def error_text(exc: BaseException) -> str:
     return text.split("\n", 1)[0][:500]
 
 
+def _tls_verify_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed behind ``exc``, if any.
+
+    aiomysql reports a failed TLS handshake as ``(2003, "Can't connect ...")`` raised from the
+    ``ssl`` error; the cause says what was wrong (unknown CA, host name mismatch).
+    """
+    seen: set[int] = set()
+    item: BaseException | None = exc
+    while item is not None and id(item) not in seen:
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return item
+        seen.add(id(item))
+        item = item.__cause__ or item.__context__
+    return None
+
+
+def _tls_reason(failure: ssl.SSLCertVerificationError) -> str:
+    text = getattr(failure, "verify_message", None) or getattr(failure, "reason", None) or failure
+    return str(text).split("\n", 1)[0][:300]
+
+
 def classify(exc: BaseException) -> Verdict:
     """Decide whether ``exc`` is worth another attempt, and how."""
     if isinstance(exc, TiDBMemoryError):
+        return Verdict.FATAL
+    if _tls_verify_failure(exc) is not None:  # the same certificate fails every attempt
         return Verdict.FATAL
     if isinstance(
         exc, sqlalchemy.exc.TimeoutError
@@ -154,6 +183,8 @@ def classify(exc: BaseException) -> Verdict:
     err = _driver_error(exc)
     code = error_code(err)
     if code is not None:
+        if code in FATAL_CODES:
+            return Verdict.FATAL
         if code in DISCONNECT_CODES:
             return Verdict.DISCONNECT
         if code in CONFLICT_CODES:
@@ -202,7 +233,15 @@ def translate(
     detail = f"[{code}] {error_text(exc)}" if code is not None else error_text(exc)
     cls: type[StorageError] = StorageError
     message = f"{where} failed: {detail}.{_hint(code, exc)}"
-    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+    failure = _tls_verify_failure(exc)
+    if failure is not None:
+        cls = ConnectError
+        message = (
+            f"{where} failed: the server's TLS certificate did not verify "
+            f"({_tls_reason(failure)}). Check ssl_ca (without it the system CA store is used) "
+            "and that the URL's host name is one the certificate names."
+        )
+    elif isinstance(exc, sqlalchemy.exc.TimeoutError):
         cls = PoolTimeoutError
         message = (
             f"{where} failed: no pooled connection was free in time ({error_text(exc)}). "
@@ -235,7 +274,10 @@ async def retrying(
         except Exception as exc:
             verdict = classify(exc)
             if verdict is Verdict.FATAL:
-                raise translate(exc, operation=operation, table=table, attempts=attempt) from exc
+                translated = translate(exc, operation=operation, table=table, attempts=attempt)
+                if translated is exc:  # already ours: re-raise as is, not as its own cause
+                    raise
+                raise translated from exc
             delay = policy.delay(attempt, verdict)
             elapsed = time.monotonic() - started
             if attempt >= policy.attempts or elapsed + delay >= policy.deadline:
