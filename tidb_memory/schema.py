@@ -21,6 +21,7 @@ of a table in a process, once per (database, table), never at construction and n
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,19 +32,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TABLE_NAME",
+    "MIGRATIONS",
     "MIGRATIONS_TABLE",
     "SESSIONS_TABLE",
     "SCHEMA_VERSION",
+    "applied_versions",
     "check_table_name",
     "create_table_statements",
     "ensure_schema",
     "quote",
+    "table_columns",
 ]
 
 DEFAULT_TABLE_NAME = "langchain_message_store"
 MIGRATIONS_TABLE = "tidb_memory_migrations"
 SESSIONS_TABLE = "tidb_memory_sessions"
-SCHEMA_VERSION = 1
 SESSION_ID_MAX_CHARS = 255
 MSG_KEY_INDEX = "uk_msg_key"
 
@@ -168,6 +171,24 @@ def create_table_statements(
     ]
 
 
+#: A migration: (version, description, statements(backend, table) -> DDL). Append only: a
+#: released version never changes. Statements should be idempotent where the dialect allows
+#: (``IF NOT EXISTS``), because a version is recorded only after all its statements succeeded.
+Migration = tuple[int, str, Callable[["Backend", str], list[str]]]
+
+
+def _v1(backend: Backend, table: str) -> list[str]:
+    return create_table_statements(backend, table)
+
+
+#: Every schema version of the message table, oldest first. Version 1 is the baseline:
+#: :func:`create_table_statements` always builds the latest layout, so a table created fresh
+#: records every version at once, and only existing tables run the later entries.
+MIGRATIONS: tuple[Migration, ...] = ((1, "message, sessions and migrations tables", _v1),)
+#: The schema version this tidb-memory writes and reads.
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
 def _columns_statement(backend: Backend, table: str) -> tuple[str, tuple[Any, ...]]:
     if backend == "mysql":
         return (
@@ -223,40 +244,140 @@ _done: set[tuple[str, str]] = set()
 
 
 async def ensure_schema(
-    db: Database, table: str, *, create: bool, ttl: timedelta | None = None
+    db: Database,
+    table: str,
+    *,
+    create: bool,
+    ttl: timedelta | None = None,
+    upgrade: bool = False,
 ) -> None:
     """First use of ``table`` in this process: create it (if ``create``), check it, record it.
 
     Runs once per (database, table). Concurrent first uses may both run it: every step is
-    idempotent.
+    idempotent. With ``upgrade``, pending :data:`MIGRATIONS` are applied (what ``tidb-memory
+    init`` and ``acreate_tables()`` do); without it, a table behind this version raises
+    :class:`SchemaError` naming ``tidb-memory init``: no request of a web app ever runs an
+    ``ALTER TABLE`` as a side effect.
     """
     if (db.key, table) in _done:
         return
     async with db.connection() as conn:
-        await _setup(conn, db, table, create=create, ttl=ttl)
+        await _setup(conn, db, table, create=create, ttl=ttl, upgrade=upgrade)
     _done.add((db.key, table))
 
 
+async def table_columns(conn: Connection, table: str) -> set[str]:
+    """The lower-cased column names of ``table``; empty if it does not exist. One round trip."""
+    sql, params = _columns_statement(conn.backend, table)
+    return {str(row[0]).lower() for row in await conn.fetchall(sql, params)}
+
+
+def _is_seed(columns: set[str]) -> bool:
+    return columns >= SEED_COLUMNS and "seq" not in columns
+
+
 async def _setup(
-    conn: Connection, db: Database, table: str, *, create: bool, ttl: timedelta | None
+    conn: Connection,
+    db: Database,
+    table: str,
+    *,
+    create: bool,
+    ttl: timedelta | None,
+    upgrade: bool = False,
 ) -> None:
     backend = conn.backend
+    columns = await table_columns(conn, table)
+    if _is_seed(columns):
+        check_layout(table, columns)  # raises, before anything is created beside it
     if create:
         for statement in create_table_statements(backend, table, ttl=ttl):
             await conn.execute(statement, ())
-    sql, params = _columns_statement(backend, table)
-    columns = {str(row[0]).lower() for row in await conn.fetchall(sql, params)}
+        if not columns:
+            # Created just now, at the latest layout: every version is in it.
+            columns = await table_columns(conn, table)
+            for number, _description, _statements in MIGRATIONS:
+                await conn.execute(_record_version_statement(backend), (table, number))
+        else:
+            columns = await _upgrade(conn, table, columns, apply=upgrade)
     check_layout(table, columns)
-    if create:
-        await conn.execute(_record_version_statement(backend), (table, SCHEMA_VERSION))
     if backend == "mysql" and db.server_info is None:
         row = (await conn.fetchall("SELECT VERSION(), @@max_allowed_packet", ()))[0]
-        version = str(row[0])
+        server = str(row[0])
         db.server_info = {
-            "version": version,
-            "tidb": "tidb" in version.lower(),
+            "version": server,
+            "tidb": "tidb" in server.lower(),
             "max_allowed_packet": int(row[1]),
         }
+
+
+def _versions_statement(backend: Backend) -> str:
+    m = quote(backend, MIGRATIONS_TABLE)
+    return f"SELECT version FROM {m} WHERE table_name = {'%s' if backend == 'mysql' else '?'}"
+
+
+async def applied_versions(conn: Connection, table: str) -> set[int]:
+    """The schema versions recorded for ``table``. One round trip."""
+    rows = await conn.fetchall(_versions_statement(conn.backend), (table,))
+    return {int(row[0]) for row in rows}
+
+
+#: A lock name under MySQL's 64 characters, per (database, table).
+_LOCK_NAME = "CONCAT('tidb_memory:', MD5(CONCAT(DATABASE(), '.', %s)))"
+
+
+async def _upgrade(conn: Connection, table: str, columns: set[str], *, apply: bool) -> set[str]:
+    """Bring an existing table to :data:`SCHEMA_VERSION`; returns its columns afterwards.
+
+    Each pending migration runs in version order and is recorded only after all its
+    statements succeeded, so an interrupted upgrade resumes at the migration that failed.
+    """
+    backend = conn.backend
+    applied = await applied_versions(conn, table)
+    if not applied:
+        # A table made before versions were recorded (or by hand, with this DDL): the baseline.
+        await conn.execute(_record_version_statement(backend), (table, MIGRATIONS[0][0]))
+        applied = {MIGRATIONS[0][0]}
+    current = max(applied)
+    if current > SCHEMA_VERSION:
+        raise SchemaError(
+            f"table {table!r} is at schema version {current}, newer than this tidb-memory "
+            f"understands ({SCHEMA_VERSION}); upgrade tidb-memory",
+            operation="schema check",
+            table=table,
+        )
+    if current == SCHEMA_VERSION:
+        return columns
+    if not apply:
+        raise SchemaError(
+            f"table {table!r} is at schema version {current}; this tidb-memory needs "
+            f"{SCHEMA_VERSION}. Upgrade it with `tidb-memory init --table {table}` (or "
+            "acreate_tables())",
+            operation="schema check",
+            table=table,
+        )
+    locked = False
+    if backend == "mysql":
+        # Two upgraders at once would run the same ALTER twice: serialise them.
+        row = await conn.fetchall(f"SELECT GET_LOCK({_LOCK_NAME}, 60)", (table,))
+        if not row or row[0][0] != 1:
+            raise SchemaError(
+                f"another upgrade of {table!r} held its lock for 60 s; try again",
+                operation="upgrade",
+                table=table,
+            )
+        locked = True
+    try:
+        newest = max(await applied_versions(conn, table))  # another upgrader may have run
+        for version, _description, statements in MIGRATIONS:
+            if version <= newest:
+                continue
+            for statement in statements(backend, table):
+                await conn.execute(statement, ())
+            await conn.execute(_record_version_statement(backend), (table, version))
+    finally:
+        if locked:
+            await conn.fetchall(f"SELECT RELEASE_LOCK({_LOCK_NAME})", (table,))
+    return await table_columns(conn, table)
 
 
 def forget(db_key: str | None = None) -> None:

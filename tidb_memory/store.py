@@ -56,7 +56,6 @@ from .schema import (
     SESSIONS_TABLE,
     check_table_name,
     check_ttl,
-    create_table_statements,
     ensure_schema,
     quote,
 )
@@ -515,15 +514,13 @@ class MessageStore:
         return _timestamp(max(bounds)) if bounds else None
 
     async def acreate_tables(self) -> None:
-        """Create the tables if needed and record the schema version. Idempotent."""
+        """Create the tables if needed, or upgrade them: apply the pending schema migrations
+        (:data:`~tidb_memory.schema.MIGRATIONS`) in order, recording each. Idempotent."""
         await self.db.run(self._create_tables)
 
     async def _create_tables(self) -> None:
         async def attempt() -> None:
-            async with self.db.connection() as conn:
-                for statement in create_table_statements(conn.backend, self.table, ttl=self.ttl):
-                    await conn.execute(statement, ())
-            await ensure_schema(self.db, self.table, create=True, ttl=self.ttl)
+            await ensure_schema(self.db, self.table, create=True, ttl=self.ttl, upgrade=True)
 
         _schema_done.discard(self._ready)
         await retrying(attempt, policy=self.retry, operation="create_tables", table=self.table)
