@@ -97,6 +97,10 @@ class MigrationReport:
         copied: rows copied by this run; fewer than ``rows`` when it resumed.
         resumed_after: the old id this run resumed after (0 for a fresh start).
         sessions: sessions in the new table.
+        case_variants: session ids that the old table's collation compared equal to another
+            (``"Alice"`` and ``"alice"`` under MySQL's or MariaDB's case-insensitive default):
+            the seed class read them as one session; tidb-memory keeps them apart, exactly as
+            stored (it compares ids with ``utf8mb4_bin``, TiDB's default).
         digest: the verified digest, as hex.
         swapped: the tables were swapped.
         already_migrated: ``table`` had the current layout already; nothing was done.
@@ -110,6 +114,7 @@ class MigrationReport:
     copied: int
     resumed_after: int
     sessions: int
+    case_variants: int
     digest: str
     swapped: bool
     already_migrated: bool
@@ -131,7 +136,12 @@ def _derived(table: str, suffix: str, option: str) -> str:
 
 
 def _source_count_sql(source: str) -> str:
-    return f"SELECT COUNT(*) FROM {quote('mysql', source)}"
+    # Ids that differ only where the column's collation does not look (case, accents) were one
+    # session to the seed class; tidb-memory compares them exactly (utf8mb4_bin, as TiDB does).
+    return (
+        "SELECT COUNT(*), COUNT(DISTINCT BINARY session_id) - COUNT(DISTINCT session_id) "
+        f"FROM {quote('mysql', source)}"
+    )
 
 
 def _bad_ids_sql(source: str) -> str:
@@ -476,7 +486,7 @@ async def amigrate_seed_table(
         raise _error(f"table {source!r} does not exist", source)
     if set(COLUMNS) <= layout:
         return MigrationReport(
-            source, source, None, 0, 0, 0, 0, "", False, True, time.monotonic() - started
+            source, source, None, 0, 0, 0, 0, 0, "", False, True, time.monotonic() - started
         )
     if not (layout >= SEED_COLUMNS and "seq" not in layout):
         raise _error(
@@ -502,7 +512,7 @@ async def amigrate_seed_table(
     if not existing:
         for version, _description, _statements in MIGRATIONS:
             await run.execute(_record_version_statement("mysql"), (target, version))
-    [(count,)] = await run.fetch(_source_count_sql(source))
+    [(count, variants)] = await run.fetch(_source_count_sql(source))
     total = int(count)
     resumed_after, copied = await run.copy(total)
     digest, sessions = await run.verify(total)
@@ -520,6 +530,7 @@ async def amigrate_seed_table(
         copied=copied,
         resumed_after=resumed_after,
         sessions=sessions,
+        case_variants=int(variants),
         digest=digest,
         swapped=swap,
         already_migrated=False,
