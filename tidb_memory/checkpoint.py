@@ -353,17 +353,30 @@ def read_statement(backend: Backend, t: _Tables, sel: _Select) -> str:
     sql_where = (" WHERE " + " AND ".join(where)) if where else ""
     order = ""
     if sel.latest or sel.limit:
-        order = " ORDER BY `checkpoint_id` DESC, `thread_id` DESC, `ns_hash` DESC"
+        # Newest first; ties (only across threads or namespaces) broken by the other keys. The
+        # keys fixed by the WHERE clause are left out, so that MariaDB reads the primary key
+        # backwards instead of sorting the thread.
+        order = " ORDER BY `checkpoint_id` DESC"
+        if not sel.thread:
+            order += ", `thread_id` DESC"
+        if not sel.ns:
+            order += ", `ns_hash` DESC"
         order += " LIMIT 1" if sel.latest else f" LIMIT {p}"
+    # ``c`` holds only the keys of the selected checkpoints, so that the server materialises
+    # it in memory; the wide columns are read from the table by primary key.
     c = (
-        "SELECT `thread_id`, `ns_hash`, `checkpoint_ns`, `checkpoint_id`, "
-        "`parent_checkpoint_id`, `v`, `checkpoint`, `metadata`, `refs` "
+        "SELECT `thread_id`, `ns_hash`, `checkpoint_id`, `parent_checkpoint_id`, `v` "
         f"FROM {cp}{sql_where}{order}"
     )
+    by_key = (
+        "x.`thread_id` = {0}.`thread_id` AND x.`ns_hash` = {0}.`ns_hash` "
+        "AND x.`checkpoint_id` = {0}.`checkpoint_id`"
+    )
     head = (
-        "SELECT 0 AS kind, c.`thread_id`, HEX(c.`ns_hash`) AS ns, c.`checkpoint_id`, "
-        "c.`parent_checkpoint_id` AS s1, c.`metadata` AS s2, NULL AS s3, "
-        "c.`checkpoint_ns` AS s4, c.`v` AS n, c.`checkpoint` AS data FROM c"
+        "SELECT 0 AS kind, x.`thread_id`, HEX(x.`ns_hash`) AS ns, x.`checkpoint_id`, "
+        "x.`parent_checkpoint_id` AS s1, x.`metadata` AS s2, NULL AS s3, "
+        "x.`checkpoint_ns` AS s4, x.`v` AS n, x.`checkpoint` AS data "
+        f"FROM c JOIN {cp} x ON {by_key.format('c')}"
     )
     writes = (
         f"SELECT {_KIND_WRITE}, c.`thread_id`, HEX(c.`ns_hash`), c.`checkpoint_id`, "
@@ -380,21 +393,23 @@ def read_statement(backend: Backend, t: _Tables, sel: _Select) -> str:
     )
     if backend == "mysql":
         # Expand refs ([[channel, version], ...]) into rows without JSON_TABLE: a recursive CTE
-        # walks the array, and each step is a primary-key lookup into the blobs table.
+        # walks the array, reading refs by primary key at each step, and each (channel,
+        # version) it yields is a primary-key lookup into the blobs table.
         def ref(n: str, i: int) -> str:
             size = 255 if i == 0 else _ID_MAX
             return (
-                f"CAST(JSON_UNQUOTE(JSON_EXTRACT(`refs`, CONCAT('$[', {n}, '][{i}]'))) "
+                f"CAST(JSON_UNQUOTE(JSON_EXTRACT(x.`refs`, CONCAT('$[', {n}, '][{i}]'))) "
                 f"AS CHAR({size}) CHARACTER SET utf8mb4) COLLATE utf8mb4_bin"
             )
 
         k = (
-            "k (`thread_id`, `ns_hash`, `checkpoint_id`, `refs`, `n`, `ch`, `ver`) AS ("
-            f"SELECT `thread_id`, `ns_hash`, `checkpoint_id`, `refs`, 0, {ref('0', 0)}, "
-            f"{ref('0', 1)} FROM c WHERE JSON_LENGTH(`refs`) > 0 "
-            f"UNION ALL SELECT `thread_id`, `ns_hash`, `checkpoint_id`, `refs`, `n` + 1, "
-            f"{ref('`n` + 1', 0)}, {ref('`n` + 1', 1)} FROM k "
-            "WHERE `n` + 1 < JSON_LENGTH(`refs`))"
+            "k (`thread_id`, `ns_hash`, `checkpoint_id`, `n`, `ch`, `ver`) AS ("
+            f"SELECT c.`thread_id`, c.`ns_hash`, c.`checkpoint_id`, 0, {ref('0', 0)}, "
+            f"{ref('0', 1)} FROM c JOIN {cp} x ON {by_key.format('c')} "
+            "WHERE JSON_LENGTH(x.`refs`) > 0 "
+            "UNION ALL SELECT k.`thread_id`, k.`ns_hash`, k.`checkpoint_id`, k.`n` + 1, "
+            f"{ref('k.`n` + 1', 0)}, {ref('k.`n` + 1', 1)} FROM k JOIN {cp} x "
+            f"ON {by_key.format('k')} WHERE k.`n` + 1 < JSON_LENGTH(x.`refs`))"
         )
         blobs = (
             f"SELECT {_KIND_BLOB}, k.`thread_id`, HEX(k.`ns_hash`), k.`checkpoint_id`, "
@@ -409,8 +424,9 @@ def read_statement(backend: Backend, t: _Tables, sel: _Select) -> str:
     blobs = (
         f"SELECT {_KIND_BLOB}, c.`thread_id`, HEX(c.`ns_hash`), c.`checkpoint_id`, "
         "b.`channel`, NULL, b.`type`, NULL, NULL, b.`blob` "
-        f"FROM c JOIN json_each(c.`refs`) AS r JOIN {bl} b ON b.`thread_id` = c.`thread_id` "
-        "AND b.`ns_hash` = c.`ns_hash` AND b.`channel` = json_extract(r.value, '$[0]') "
+        f"FROM c JOIN {cp} x ON {by_key.format('c')} JOIN json_each(x.`refs`) AS r "
+        f"JOIN {bl} b ON b.`thread_id` = c.`thread_id` AND b.`ns_hash` = c.`ns_hash` "
+        "AND b.`channel` = json_extract(r.value, '$[0]') "
         "AND b.`version` = json_extract(r.value, '$[1]')"
     )
     return f"WITH c AS ({c}) {head} UNION ALL {blobs} UNION ALL {writes} UNION ALL {sends}"
