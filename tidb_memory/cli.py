@@ -23,15 +23,9 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.prompt_values import PromptValue
-from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
-from langchain_core.runnables import RunnableLambda
-from langchain_core.runnables.history import RunnableWithMessageHistory
 from sqlalchemy.engine import make_url
 
 from . import __version__
@@ -39,6 +33,10 @@ from .engine import close_all
 from .errors import TiDBMemoryError
 from .history import AsyncTiDBChatMessageHistory, default_url
 from .schema import DEFAULT_TABLE_NAME
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.prompt_values import PromptValue
 
 __all__ = ["COMMANDS", "build_parser", "display_url", "main"]
 
@@ -110,6 +108,8 @@ DEMO_TURNS: tuple[tuple[str, str, str], ...] = (
 
 def _demo_model() -> tuple[BaseChatModel, str]:
     """A real model if ``OPENAI_API_KEY`` is set and langchain-openai is installed, else a fake."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
     if os.environ.get("OPENAI_API_KEY"):
         try:
             from langchain_openai import ChatOpenAI  # type: ignore[import-not-found, unused-ignore]
@@ -133,6 +133,11 @@ def _text(message: BaseMessage) -> str:
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     """Seed a session, chat through RunnableWithMessageHistory, reload it with a new object."""
+    # Imported here: they are the slow part of langchain-core, and only the demo needs them.
+    from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+    from langchain_core.runnables import RunnableConfig, RunnableLambda
+    from langchain_core.runnables.history import RunnableWithMessageHistory
+
     url: str = args.url
     table: str = args.table
     session_id: str = args.session
@@ -183,7 +188,7 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
             input_messages_key="question",
             history_messages_key="history",
         )
-    config: Any = {"configurable": {"session_id": session_id}}
+    config: RunnableConfig = {"configurable": {"session_id": session_id}}
     turns: list[dict[str, Any]] = []
     for call, question, _ in DEMO_TURNS:
         if call == "ainvoke":
