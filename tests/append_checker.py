@@ -45,6 +45,7 @@ __all__ = [
     "Read",
     "Report",
     "RetryCounter",
+    "final_from_rows",
     "read_final_state",
     "run_append_load",
 ]
@@ -298,6 +299,14 @@ def read_final_state(
             rows = cur.fetchall()
     finally:
         conn.close()
+    return final_from_rows(rows)
+
+
+def final_from_rows(
+    rows: Sequence[Sequence[Any]],
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Markers per session from ``(session_id, seq, msg_key, message)`` rows in seq order, and
+    the seq and msg_key anomalies (seqs not dense 1..N, a msg_key stored twice)."""
     final: dict[str, list[str]] = defaultdict(list)
     seqs: dict[str, list[int]] = defaultdict(list)
     keys: Counter[str] = Counter()
