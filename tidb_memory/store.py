@@ -65,6 +65,7 @@ __all__ = [
     "CLEAR_BATCH",
     "DEFAULT_PAGE_SIZE",
     "PURGE_BATCH",
+    "TITLE_MAX_CHARS",
     "UNSET",
     "MessageRecord",
     "MessageStore",
@@ -82,6 +83,8 @@ CLEAR_BATCH = 10_000
 MAX_SEQ_CONFLICTS = 200
 #: Rows deleted per statement by apurge_expired().
 PURGE_BATCH = 1_000
+#: The longest session title (the sessions table's VARCHAR(1024)).
+TITLE_MAX_CHARS = 1024
 #: Records or sessions per page when no limit is given.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 10_000
@@ -841,8 +844,14 @@ class MessageStore:
             raise InvalidInputError("give at least one of user_id, title or metadata")
         if user_id is not UNSET and user_id is not None:
             check_session_id(user_id)
-        if title is not UNSET and title is not None and not isinstance(title, str):
-            raise InvalidInputError("title must be a str or None")
+        if title is not UNSET and title is not None:
+            if not isinstance(title, str):
+                raise InvalidInputError("title must be a str or None")
+            if len(title) > TITLE_MAX_CHARS:
+                # MySQL would refuse it (1406) and SQLite keep it: refuse it everywhere, early.
+                raise InvalidInputError(
+                    f"title has {len(title)} characters; the most is {TITLE_MAX_CHARS}"
+                )
         if metadata is not UNSET and metadata is not None:
             if not isinstance(metadata, Mapping):
                 raise InvalidInputError("metadata must be a mapping or None")
