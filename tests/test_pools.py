@@ -1,0 +1,153 @@
+"""Pools: idle connections the server closed, TiDB Cloud's recycle default, exhaustion."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pymysql
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+from sqlalchemy.engine import make_url
+
+import tidb_memory
+from tests.append_checker import RetryCounter
+from tests.infra import ThrowawayMariaDB
+from tidb_memory import (
+    AsyncTiDBChatMessageHistory,
+    PoolTimeoutError,
+    TiDBChatMessageHistory,
+)
+from tidb_memory.engine import (
+    DEFAULT_POOL_RECYCLE,
+    TIDB_CLOUD_POOL_RECYCLE,
+    get_database,
+)
+
+MYSQL_URL = os.environ.get("TIDB_MEMORY_TEST_URL", "mysql+aiomysql://root@127.0.0.1:3306/test")
+CLOUD_URL = (
+    "mysql+pymysql://3pTAoNNegb47Uc8.root:pw@gateway01.us-west-2.prod.aws.tidbcloud.com:4000/test"
+)
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[None]:
+    yield
+    await tidb_memory.aclose_all()
+
+
+@pytest.fixture
+def table() -> Iterator[str]:
+    name = "pools_" + uuid.uuid4().hex[:12]
+    yield name
+    url = make_url(MYSQL_URL)
+    conn = pymysql.connect(
+        host=url.host, port=url.port or 3306, user=url.username, password=url.password or "",
+        database=url.database, autocommit=True,
+    )  # fmt: skip
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
+# --- idle connections closed by the server -------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_idle_connection_closed_by_server_is_recovered(closing: None) -> None:
+    with ThrowawayMariaDB(wait_timeout=2) as server:
+        history = AsyncTiDBChatMessageHistory("idle", server.url, table_name="idle")
+        await history.aadd_messages([HumanMessage("before the nap")])
+        assert [m.content for m in await history.aget_messages()] == ["before the nap"]
+        db = history.store.db
+        pool = (await db.engine()).sync_engine.pool
+        assert pool.checkedin() >= 1  # a pooled, idle connection the server will close
+
+        await asyncio.sleep(3.2)  # past wait_timeout=2: the server has closed it
+        counter = RetryCounter()
+        with counter.installed():
+            await history.aadd_messages([AIMessage("after the nap")])
+            messages = await history.aget_messages()
+        assert [m.content for m in messages] == ["before the nap", "after the nap"]
+        # It really was a dead connection, and the retry dropped it rather than failing.
+        assert counter.by_kind.get("disconnect", 0) >= 1, counter.by_kind
+
+
+@pytest.mark.slow
+def test_idle_connection_recovered_from_sync_code() -> None:
+    with ThrowawayMariaDB(wait_timeout=2) as server:
+        history = TiDBChatMessageHistory("idle-sync", server.url, table_name="idle")
+        try:
+            history.add_messages([HumanMessage("one")])
+            time.sleep(3.2)
+            history.add_messages([AIMessage("two")])
+            assert [m.content for m in history.messages] == ["one", "two"]
+        finally:
+            history.close()
+
+
+# --- pool_recycle on TiDB Cloud ------------------------------------------------------------
+
+
+async def test_tidb_cloud_hosts_recycle_every_five_minutes(closing: None) -> None:
+    assert TIDB_CLOUD_POOL_RECYCLE == 300
+    db = get_database(CLOUD_URL)
+    assert db._engine_kwargs["pool_recycle"] == 300
+    engine = await db.engine()  # builds the engine and pool, connects nothing
+    assert engine.sync_engine.pool._recycle == 300
+    # TiDB Cloud also gets verified TLS without asking for it in the URL.
+    assert db.spec.tidb_cloud and db.spec.tls is not None
+    context = db.spec.tls.context()
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    assert engine.sync_engine.pool.checkedout() == 0
+
+
+async def test_other_hosts_keep_the_general_default_and_explicit_values_win(
+    closing: None,
+) -> None:
+    local = get_database("mysql+aiomysql://root@127.0.0.1:3306/test")
+    assert local._engine_kwargs["pool_recycle"] == DEFAULT_POOL_RECYCLE
+    assert (await local.engine()).sync_engine.pool._recycle == DEFAULT_POOL_RECYCLE
+    # A look-alike host is not TiDB Cloud.
+    fake = get_database("mysql+aiomysql://root@tidbcloud.com.example.org:4000/test")
+    assert fake._engine_kwargs["pool_recycle"] == DEFAULT_POOL_RECYCLE
+    mine = get_database(CLOUD_URL, engine_args={"pool_recycle": 60})
+    assert mine._engine_kwargs["pool_recycle"] == 60
+    assert (await mine.engine()).sync_engine.pool._recycle == 60
+
+
+# --- pool exhaustion -----------------------------------------------------------------------
+
+TINY_POOL = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.5}
+
+
+async def test_pool_exhaustion_is_a_quick_clear_error(table: str, closing: None) -> None:
+    history = AsyncTiDBChatMessageHistory(
+        "exhaust", MYSQL_URL, table_name=table, engine_args=TINY_POOL
+    )
+    await history.aadd_messages([HumanMessage("hi")])  # table set up, pool warm
+    db = history.store.db
+    async with db.connection():  # the only connection, held
+        started = time.monotonic()
+        async with asyncio.timeout(10):  # "never hangs"
+            results = await asyncio.gather(
+                history.aget_messages(),
+                history.aadd_messages([HumanMessage("blocked")]),
+                history.aclear(),
+                return_exceptions=True,
+            )
+        elapsed = time.monotonic() - started
+    assert all(isinstance(r, PoolTimeoutError) for r in results), results
+    assert elapsed < 3.0, elapsed  # the pool timeout, not a retry loop
+    err = results[0]
+    assert isinstance(err, PoolTimeoutError)
+    assert err.attempts == 1
+    assert "pool_size" in str(err) and "max_overflow" in str(err)
+    # Nothing of the refused calls happened, and the pool works again once released.
+    assert [m.content for m in await history.aget_messages()] == ["hi"]
