@@ -1,0 +1,345 @@
+"""LangGraph checkpointers side by side: turns/s of a two-node ``MessagesState`` graph.
+
+Workload per round: ``--threads`` conversations x ``--turns`` turns, ``--concurrency`` turns in
+flight (a thread's turns run in order), each turn one ``ainvoke`` with a realistic human
+message; node ``model`` answers with a realistic AI message, node ``audit`` appends a short
+note. So a turn is one ``aget_tuple``, three ``aput`` and two ``aput_writes`` (durability
+"async", LangGraph's default).
+
+Savers, run alternately (A B C A B C ...) for ``--rounds`` rounds in one process, each round on
+fresh thread ids:
+
+* ``tidb``      AsyncTiDBSaver on MariaDB/TiDB (``--url``), its own pool (``--concurrency``).
+* ``postgres``  AsyncPostgresSaver over a psycopg AsyncConnectionPool (``--pg-url``), same size.
+* ``memory``    InMemorySaver: the upper bound (no I/O).
+* ``mysql``     langgraph-checkpoint-mysql's AIOMySQLSaver, if installed: reported as it runs
+                or fails (with aiomysql 0.3.2 and PyMySQL >= 1.2 it cannot send bytes).
+
+Each saver gets its own tables (a prefix on MySQL, a schema on Postgres, a database for
+langgraph-checkpoint-mysql), dropped at the end.
+
+Run:  python benchmarks/graph_savers.py [--rounds 3] [--only tidb,postgres,memory] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from _common import (
+    default_url,
+    emit,
+    fmt_num,
+    median,
+    note,
+    percentile,
+    quiet_library_noise,
+    render_table,
+    safe_url,
+    turn_pair,
+    versions,
+)
+from langchain_core.messages import AIMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, MessagesState, StateGraph
+from sqlalchemy.engine import make_url
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+ALL_SAVERS = ("tidb", "postgres", "memory", "mysql")
+
+
+# --------------------------------------------------------------------------- the graph
+
+
+def build_graph(saver: BaseCheckpointSaver[Any]) -> Any:
+    async def model(state: MessagesState) -> dict[str, Any]:
+        seed = len(state["messages"]) * 7919 + hash(state["messages"][0].id or "") % 1000
+        _, answer = turn_pair(seed)
+        return {"messages": [answer]}
+
+    async def audit(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [AIMessage(f"audited {len(state['messages'])} messages")]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("model", model)
+    builder.add_node("audit", audit)
+    builder.add_edge(START, "model")
+    builder.add_edge("model", "audit")
+    builder.add_edge("audit", END)
+    return builder.compile(checkpointer=saver)
+
+
+# --------------------------------------------------------------------------- savers
+
+
+@asynccontextmanager
+async def tidb_saver(args: argparse.Namespace, token: str) -> AsyncIterator[Any]:
+    from tidb_memory import AsyncTiDBSaver
+
+    saver = AsyncTiDBSaver(
+        args.url,
+        table_prefix=f"bench_{token}_cp",
+        engine_args={"pool_size": args.concurrency, "max_overflow": 0},
+    )
+    await saver.asetup()
+    try:
+        yield saver
+    finally:
+        t = saver.tables
+        async with saver.db.connection() as conn:
+            for name in (t.checkpoints, t.blobs, t.writes, t.migrations):
+                await conn.execute(f"DROP TABLE IF EXISTS {name}", ())
+        await saver.db.aclose()
+
+
+@asynccontextmanager
+async def postgres_saver(args: argparse.Namespace, token: str) -> AsyncIterator[Any]:
+    import psycopg
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    schema = f"bench_{token}"
+    async with await psycopg.AsyncConnection.connect(args.pg_url, autocommit=True) as admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        pool = AsyncConnectionPool(
+            args.pg_url,
+            min_size=args.concurrency,
+            max_size=args.concurrency,
+            open=False,
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": 0,
+                "row_factory": dict_row,
+                "options": f"-c search_path={schema}",
+            },
+        )
+        await pool.open(wait=True)
+        try:
+            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await saver.setup()
+            yield saver
+        finally:
+            await pool.close()
+    finally:
+        async with await psycopg.AsyncConnection.connect(args.pg_url, autocommit=True) as admin:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@asynccontextmanager
+async def memory_saver(args: argparse.Namespace, token: str) -> AsyncIterator[Any]:
+    yield InMemorySaver()
+
+
+@asynccontextmanager
+async def mysql_saver(args: argparse.Namespace, token: str) -> AsyncIterator[Any]:
+    import aiomysql
+    from langgraph.checkpoint.mysql.aio import AIOMySQLSaver
+
+    u = make_url(args.url)
+    database = f"bench_{token}_lgmysql"
+    admin_kwargs = {
+        "host": u.host or "127.0.0.1",
+        "port": u.port or 3306,
+        "user": u.username or "root",
+        "password": u.password or "",
+        "autocommit": True,
+    }
+    admin = await aiomysql.connect(**admin_kwargs)
+    try:
+        async with admin.cursor() as cur:
+            await cur.execute(f"CREATE DATABASE {database}")
+        pool = await aiomysql.create_pool(
+            minsize=1, maxsize=args.concurrency, db=database, **admin_kwargs
+        )
+        try:
+            saver = AIOMySQLSaver(conn=pool)
+            await saver.setup()
+            yield saver
+        finally:
+            pool.close()
+            await pool.wait_closed()
+    finally:
+        async with admin.cursor() as cur:
+            await cur.execute(f"DROP DATABASE IF EXISTS {database}")
+        admin.close()
+
+
+FACTORIES: dict[str, Callable[[argparse.Namespace, str], Any]] = {
+    "tidb": tidb_saver,
+    "postgres": postgres_saver,
+    "memory": memory_saver,
+    "mysql": mysql_saver,
+}
+
+
+# --------------------------------------------------------------------------- the workload
+
+
+@dataclass
+class Result:
+    name: str
+    rounds: list[float] = field(default_factory=list)  # turns/s per round
+    latencies_ms: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def turns_per_s(self) -> float | None:
+        return median(self.rounds) if self.rounds else None
+
+
+async def run_round(
+    graph: Any, args: argparse.Namespace, round_no: int, latencies: list[float]
+) -> float:
+    run = uuid.uuid4().hex[:8]
+    threads = [f"r{round_no}-{run}-{i}" for i in range(args.threads)]
+    gate = asyncio.Semaphore(args.concurrency)
+
+    async def turn(thread_id: str, n: int) -> None:
+        human, _ = turn_pair(hash((thread_id, n)) % 100_000)
+        async with gate:
+            started = time.perf_counter()
+            await graph.ainvoke({"messages": [human]}, {"configurable": {"thread_id": thread_id}})
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    async def conversation(thread_id: str) -> None:
+        for n in range(args.turns):
+            await turn(thread_id, n)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(conversation(t) for t in threads))
+    elapsed = time.perf_counter() - started
+    # Correctness: every conversation holds exactly its turns.
+    state = await graph.aget_state({"configurable": {"thread_id": threads[-1]}})
+    expected = args.turns * 3
+    got = len(state.values.get("messages", []))
+    if got != expected:
+        raise AssertionError(f"thread {threads[-1]} holds {got} messages, expected {expected}")
+    return args.threads * args.turns / elapsed
+
+
+async def amain(args: argparse.Namespace) -> int:
+    quiet_library_noise()
+    names = [n for n in (args.only.split(",") if args.only else ALL_SAVERS) if n]
+    unknown = sorted(set(names) - set(ALL_SAVERS))
+    if unknown:
+        raise SystemExit(f"unknown saver(s): {', '.join(unknown)}")
+    token = uuid.uuid4().hex[:8]
+    results = {name: Result(name) for name in names}
+    graphs: dict[str, Any] = {}
+    async with AsyncExitStack() as stack:
+        for name in names:
+            try:
+                saver = await stack.enter_async_context(FACTORIES[name](args, token))
+                graphs[name] = build_graph(saver)
+            except Exception as exc:  # report, do not abort the others
+                results[name].error = f"setup: {type(exc).__name__}: {exc}"
+                note(f"[{name}] setup failed: {results[name].error}")
+        for name, graph in graphs.items():  # warm-up: pools, caches, tables
+            try:
+                await graph.ainvoke(
+                    {"messages": [turn_pair(1)[0]]}, {"configurable": {"thread_id": f"w-{token}"}}
+                )
+            except Exception as exc:
+                results[name].error = f"{type(exc).__name__}: {exc}"
+                note(f"[{name}] failed: {results[name].error}")
+                if args.verbose:
+                    traceback.print_exc()
+        live = [n for n in names if n in graphs and results[n].error is None]
+        for round_no in range(args.rounds):
+            for name in live if round_no % 2 == 0 else list(reversed(live)):
+                if results[name].error is not None:
+                    continue
+                try:
+                    rate = await run_round(graphs[name], args, round_no, results[name].latencies_ms)
+                except Exception as exc:
+                    results[name].error = f"{type(exc).__name__}: {exc}"
+                    note(f"[{name}] failed: {results[name].error}")
+                    continue
+                results[name].rounds.append(rate)
+                note(f"round {round_no + 1}/{args.rounds} {name}: {rate:,.1f} turns/s")
+    report(args, results)
+    return 0
+
+
+def report(args: argparse.Namespace, results: dict[str, Result]) -> None:
+    pg = results.get("postgres")
+    mem = results.get("memory")
+    pg_rate = pg.turns_per_s if pg else None
+    mem_rate = mem.turns_per_s if mem else None
+    if args.json:
+        emit(
+            json.dumps(
+                {
+                    "workload": {
+                        "threads": args.threads,
+                        "turns": args.turns,
+                        "concurrency": args.concurrency,
+                        "rounds": args.rounds,
+                    },
+                    "versions": versions(),
+                    "results": [
+                        {**asdict(r), "turns_per_s": r.turns_per_s} for r in results.values()
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    emit(
+        f"graph savers: {args.threads} threads x {args.turns} turns, concurrency "
+        f"{args.concurrency}, {args.rounds} rounds (median turns/s); MySQL {safe_url(args.url)}"
+    )
+    rows = []
+    for r in results.values():
+        rate = r.turns_per_s
+        lat = r.latencies_ms
+        rows.append(
+            [
+                r.name,
+                fmt_num(rate) if rate else "-",
+                fmt_num(percentile(lat, 50), 2) if lat else "-",
+                fmt_num(percentile(lat, 99), 2) if lat else "-",
+                f"{rate / pg_rate:.2f}x" if rate and pg_rate else "-",
+                f"{rate / mem_rate:.2f}x" if rate and mem_rate else "-",
+                "ok" if r.error is None else f"FAILED: {r.error[:90]}",
+            ]
+        )
+    emit(
+        render_table(
+            ["saver", "turns/s", "p50 ms", "p99 ms", "vs postgres", "vs memory", "status"],
+            rows,
+        )
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--url", default=default_url(), help="MySQL/TiDB URL (%(default)s)")
+    p.add_argument("--pg-url", default=DEFAULT_PG_URL, help="PostgreSQL URL (%(default)s)")
+    p.add_argument("--threads", type=int, default=50, help="threads per round (%(default)s)")
+    p.add_argument("--turns", type=int, default=5, help="turns per thread (%(default)s)")
+    p.add_argument("--concurrency", type=int, default=16, help="turns in flight (%(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (%(default)s)")
+    p.add_argument("--only", help=f"comma-separated subset of: {','.join(ALL_SAVERS)}")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(amain(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
