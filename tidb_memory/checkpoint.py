@@ -863,8 +863,9 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         thread = ns = has_id = False
         if config is not None:
             configurable = config.get("configurable") or {}
-            params.append(_check_thread_id(configurable.get("thread_id")))
-            thread = True
+            if configurable.get("thread_id") is not None:
+                params.append(_check_thread_id(configurable["thread_id"]))
+                thread = True
             checkpoint_ns = configurable.get("checkpoint_ns")
             if checkpoint_ns is not None:
                 params.append(self._hash_value(str(checkpoint_ns)))
@@ -1067,7 +1068,10 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
                 continue  # unversioned: nothing could find it again (as in the Postgres saver)
             version = _check_id("channel version", versions[channel])
             refs.append([channel, version])
-            if channel in new_versions:
+            # Unchanged channels reuse the blob stored with their version. A primitive may have
+            # been stored inline instead, by a saver with inline_primitives=True: it is small,
+            # so it is (re)sent each time and the blob is sure to exist.
+            if channel in new_versions or _inlinable(value):
                 type_, data = self.serde.dumps_typed(value)
                 if len(data) > limit:
                     raise _too_large(f"channel {channel!r}", len(data), limit)
