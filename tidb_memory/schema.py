@@ -39,6 +39,7 @@ __all__ = [
     "applied_versions",
     "check_table_name",
     "create_table_statements",
+    "describe_layout",
     "ensure_schema",
     "quote",
     "table_columns",
@@ -217,8 +218,9 @@ def check_layout(table: str, columns: set[str]) -> None:
     op = "schema check"
     if not columns:
         raise SchemaError(
-            f"table {table!r} does not exist; call acreate_tables()/create_tables(), or "
-            "construct the history with create_table=True",
+            f"table {table!r} does not exist; create it with `tidb-memory init --table "
+            f"{table}` or acreate_tables()/create_tables(), or construct the history with "
+            "create_table=True",
             operation=op,
             table=table,
         )
@@ -238,6 +240,15 @@ def check_layout(table: str, columns: set[str]) -> None:
             operation=op,
             table=table,
         )
+
+
+def describe_layout(columns: set[str]) -> str:
+    """``"missing"``, ``"seed"`` (langchain-community's table), ``"current"`` or ``"foreign"``."""
+    if not columns:
+        return "missing"
+    if _is_seed(columns):
+        return "seed"
+    return "current" if set(COLUMNS) <= columns else "foreign"
 
 
 _done: set[tuple[str, str]] = set()

@@ -28,11 +28,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import random
 import re
 import sqlite3
+import statistics
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -51,13 +54,17 @@ from .codec import (
 from .engine import Backend, Connection, Database
 from .errors import InvalidInputError, MessageTooLargeError, StorageError
 from .schema import (
+    MIGRATIONS_TABLE,
     MSG_KEY_INDEX,
     SESSION_ID_MAX_CHARS,
     SESSIONS_TABLE,
+    applied_versions,
     check_table_name,
     check_ttl,
+    describe_layout,
     ensure_schema,
     quote,
+    table_columns,
 )
 from .schema import _done as _schema_done
 
@@ -70,6 +77,7 @@ __all__ = [
     "MessageRecord",
     "MessageStore",
     "ReadResult",
+    "ServerStatus",
     "SessionInfo",
     "SessionPage",
     "check_session_id",
@@ -219,6 +227,34 @@ class SessionPage:
 
     sessions: list[SessionInfo]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """What :meth:`MessageStore.astatus` found (``tidb-memory doctor`` prints it).
+
+    Attributes:
+        backend: ``"mysql"`` (MySQL, MariaDB, TiDB) or ``"sqlite"``.
+        server_version: ``VERSION()``, or SQLite's library version.
+        tidb: the server is TiDB.
+        tls_cipher: the session's TLS cipher; ``None`` in plaintext (and on SQLite).
+        layout: the table's layout: ``"current"``, ``"missing"`` (created on first use),
+            ``"seed"`` (langchain-community's: run ``tidb-memory migrate``) or ``"foreign"``.
+        schema_version: the newest schema version recorded for the table, if any.
+        latency_ms: the median round trip of ``SELECT 1``, in milliseconds.
+    """
+
+    backend: str
+    server_version: str
+    tidb: bool
+    tls_cipher: str | None
+    layout: str
+    schema_version: int | None
+    latency_ms: float
+
+
+_SERVER_VERSION = {"mysql": "SELECT VERSION()", "sqlite": "SELECT sqlite_version()"}
+_TLS_CIPHER = "SHOW SESSION STATUS LIKE 'Ssl_cipher'"
 
 
 def _encode_cursor(last_activity: datetime, session_id: str) -> str:
@@ -404,6 +440,29 @@ def delete_session_info_statement(backend: Backend) -> str:
     )
 
 
+@lru_cache(maxsize=256)
+def scan_statement(backend: Backend, table: str, *, since: bool, after: bool) -> str:
+    """Every session's records in primary-key order, keyset-paginated on (session_id, seq)."""
+    p = _p(backend)
+    conditions = [f"created_at >= {p}"] if since else []
+    if after:
+        conditions.append(f"(session_id > {p} OR (session_id = {p} AND seq > {p}))")
+    where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+    return (
+        f"SELECT session_id, seq, message, metadata, created_at FROM {quote(backend, table)}"
+        f"{where} ORDER BY session_id, seq LIMIT {p}"
+    )
+
+
+@lru_cache(maxsize=1024)
+def restore_statement(backend: Backend, table: str, rows: int) -> str:
+    """Insert records at given seqs; a row whose seq or key is taken is skipped (first wins)."""
+    sql = insert_values_statement(backend, table, rows)
+    if backend == "mysql":
+        return sql + " ON DUPLICATE KEY UPDATE seq = seq"
+    return sql + " ON CONFLICT DO NOTHING"
+
+
 _MYSQL_DUP_KEY = re.compile(r"for key '(?:[^']*\.)?([^'.]*)'\s*$")
 
 
@@ -494,18 +553,31 @@ class MessageStore:
 
         return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
 
-    async def _delete(self, sql: str, params: Sequence[Any], batch: int, operation: str) -> int:
-        """Run a bounded DELETE until it deletes fewer than ``batch`` rows (``batch=0``: once)."""
+    async def _delete(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        batch: int,
+        operation: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Run a bounded DELETE until it deletes fewer than ``batch`` rows (``batch=0``: once).
+
+        ``progress`` gets the running total after each statement.
+        """
         await self._ensure()
+        # Kept across attempts: batches deleted before a retried failure still count.
+        deleted = [0]
 
         async def attempt() -> int:
-            deleted = 0
             async with self.db.connection() as conn:
                 while True:
                     count = await conn.execute(sql, params)
-                    deleted += count
+                    deleted[0] += count
+                    if progress is not None:
+                        progress(deleted[0])
                     if not batch or count < batch:
-                        return deleted
+                        return deleted[0]
 
         return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
 
@@ -785,13 +857,18 @@ class MessageStore:
         return await self.db.run(self._delete, sql, (session_id,), batch, operation)
 
     async def apurge_expired(
-        self, *, older_than: datetime | None = None, batch: int = PURGE_BATCH
+        self,
+        *,
+        older_than: datetime | None = None,
+        batch: int = PURGE_BATCH,
+        progress: Callable[[int], None] | None = None,
     ) -> int:
         """Delete messages stored before ``older_than`` (default: now minus ``ttl``), in batches
         of ``batch`` rows; returns how many. One round trip per batch.
 
         TiDB deletes expired rows by itself (the table's native TTL); MySQL, MariaDB and SQLite
-        need this, e.g. from a periodic job or ``tidb-memory purge``.
+        need this, e.g. from a periodic job or ``tidb-memory purge``. ``progress``, if given, is
+        called with the running total after each batch.
         """
         if older_than is None:
             if self.ttl is None:
@@ -800,7 +877,9 @@ class MessageStore:
         bound = _timestamp(to_utc(older_than, "older_than"))
         _check_limit(batch)
         sql = purge_statement(self.db.backend, self.table)
-        return await self.db.run(self._delete, sql, (bound, batch), batch, "apurge_expired")
+        return await self.db.run(
+            self._delete, sql, (bound, batch), batch, "apurge_expired", progress
+        )
 
     # -- sessions
 
@@ -913,6 +992,115 @@ class MessageStore:
             else _encode_cursor(last_info.last_activity, last_info.session_id)
         )
         return SessionPage(sessions, next_cursor)
+
+    # -- bulk: export, import, diagnostics
+
+    async def ascan(
+        self, *, after: tuple[str, int] | None = None, limit: int = DEFAULT_PAGE_SIZE
+    ) -> list[tuple[str, MessageRecord]]:
+        """One page of every session's records, in (session_id, seq) order.
+
+        Pass the last item's ``(session_id, record.seq)`` as ``after`` for the next page; an
+        empty list means the end. One round trip per page (a primary-key range scan).
+        """
+        _check_limit(limit)
+        if after is not None:
+            check_session_id(after[0])
+        since = self._since(None)
+        sql = scan_statement(
+            self.db.backend, self.table, since=since is not None, after=after is not None
+        )
+        params: list[Any] = [since] if since else []
+        if after is not None:
+            params += [after[0], after[0], int(after[1])]
+        params.append(limit)
+        rows = await self.db.run(self._fetch, sql, params, "ascan")
+        return [
+            (
+                str(sid),
+                MessageRecord(int(seq), _from_db_time(created), decode(msg), decode_json(meta)),
+            )
+            for sid, seq, msg, meta, created in rows
+        ]
+
+    async def arestore(
+        self,
+        records: Sequence[tuple[str, int, datetime, BaseMessage, Mapping[str, Any] | None]],
+    ) -> int:
+        """Insert ``(session_id, seq, created_at, message, metadata)`` records at their seqs,
+        first wins: a record whose ``(session_id, seq)`` is taken is skipped, so restoring the
+        same records twice changes nothing. Returns how many were inserted. One round trip.
+
+        Each record's ``msg_key`` is derived from ``(session_id, seq)``. Seqs are kept as
+        given, so a session restored into an empty table reads back exactly as exported.
+        """
+        rows: list[Any] = []
+        payloads: list[str] = []
+        for i, item in enumerate(records):
+            session_id, seq, created_at, message, metadata = item
+            check_session_id(session_id)
+            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+                raise InvalidInputError(f"record {i}: seq must be a positive int")
+            payload = encode_batch([message], max_bytes=self.max_message_bytes)[0]
+            meta = self._metadata([metadata], 1)[0]
+            key = "r" + hashlib.sha256(f"{session_id}\x00{seq}".encode()).hexdigest()[:31]
+            when = _timestamp(to_utc(created_at, "created_at"))
+            rows += (session_id, seq, key, payload, meta, when)
+            payloads.append(payload)
+        if not payloads:
+            return 0
+        return await self.db.run(self._restore, rows, payloads)
+
+    async def _restore(self, params: list[Any], payloads: list[str]) -> int:
+        await self._ensure()
+        sql = restore_statement(self.db.backend, self.table, len(payloads))
+
+        async def attempt() -> int:
+            async with self.db.connection() as conn:
+                self._check_packet(conn, payloads)
+                return await conn.execute(sql, params)
+
+        return await retrying(attempt, policy=self.retry, operation="arestore", table=self.table)
+
+    async def astatus(self, *, pings: int = 5) -> ServerStatus:
+        """Connect, and describe the server and this table without changing anything.
+
+        About four round trips, plus ``pings`` for the latency (median of ``SELECT 1``).
+        """
+        if not isinstance(pings, int) or not 1 <= pings <= 100:
+            raise InvalidInputError("pings must be an int from 1 to 100")
+
+        async def attempt() -> ServerStatus:
+            async with self.db.connection() as conn:
+                backend = conn.backend
+                version = str((await conn.fetchall(_SERVER_VERSION[backend], ()))[0][0])
+                cipher = None
+                if backend == "mysql":
+                    row = await conn.fetchall(_TLS_CIPHER, ())
+                    cipher = str(row[0][1]) if row and row[0][1] else None
+                layout = describe_layout(await table_columns(conn, self.table))
+                schema_version = None
+                if await table_columns(conn, MIGRATIONS_TABLE):
+                    versions = await applied_versions(conn, self.table)
+                    schema_version = max(versions) if versions else None
+                times = []
+                for _ in range(pings):
+                    started = time.perf_counter()
+                    await conn.fetchall("SELECT 1", ())
+                    times.append((time.perf_counter() - started) * 1000)
+            return ServerStatus(
+                backend=backend,
+                server_version=version,
+                tidb="tidb" in version.lower(),
+                tls_cipher=cipher,
+                layout=layout,
+                schema_version=schema_version,
+                latency_ms=statistics.median(times),
+            )
+
+        return await self.db.run(
+            lambda: retrying(attempt, policy=self.retry, operation="astatus", table=self.table)
+        )
 
     async def adelete_session(self, session_id: str) -> int:
         """Delete a session's messages and its info row; returns how many messages.
