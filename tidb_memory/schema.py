@@ -54,6 +54,9 @@ MSG_KEY_INDEX = "uk_msg_key"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 #: The columns this version reads and writes.
 COLUMNS = ("session_id", "seq", "msg_key", "message", "metadata", "created_at")
+#: Version 1's columns: every later version keeps them (migrations only add), so a table
+#: without them is foreign whatever its version.
+V1_COLUMNS = frozenset(("session_id", "seq", "msg_key", "message", "metadata", "created_at"))
 #: langchain-community's TiDBChatMessageHistory table: id, session_id, message, create_time.
 SEED_COLUMNS = frozenset({"id", "session_id", "message", "create_time"})
 
@@ -298,8 +301,9 @@ async def _setup(
 ) -> None:
     backend = conn.backend
     columns = await table_columns(conn, table)
-    if _is_seed(columns):
-        check_layout(table, columns)  # raises, before anything is created beside it
+    if columns and not columns >= V1_COLUMNS:
+        # Seed layout or foreign: raise before anything is created or recorded beside it.
+        check_layout(table, columns)
     if create:
         for statement in create_table_statements(backend, table, ttl=ttl):
             await conn.execute(statement, ())
