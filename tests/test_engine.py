@@ -196,7 +196,7 @@ def test_tidb_cloud_url_is_accepted_by_both_classes(ca_file: str) -> None:
 async def test_the_driver_gets_the_verifying_context(
     ca_file: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What aiomysql.connect() is really called with, for the TiDB Cloud URL."""
+    """What aiomysql's Connection is really built with, for the TiDB Cloud URL."""
     import aiomysql
 
     seen: dict[str, Any] = {}
@@ -204,11 +204,17 @@ async def test_the_driver_gets_the_verifying_context(
     class Stop(Exception):
         pass
 
-    async def fake_connect(**kwargs: Any) -> None:
-        seen.update(kwargs)
-        raise Stop
+    class FakeConnection:
+        def __init__(self, **kwargs: Any) -> None:
+            seen.update(kwargs)
 
-    monkeypatch.setattr(aiomysql, "connect", fake_connect)
+        async def _connect(self) -> None:
+            raise Stop
+
+        def close(self) -> None:
+            seen["closed"] = True
+
+    monkeypatch.setattr(aiomysql, "Connection", FakeConnection)
     connect = engine_mod._mysql_creator(parse_url(tidb_cloud_url(ca_file, host="db.internal")))
     with pytest.raises(Stop):
         await connect()
@@ -226,6 +232,7 @@ async def test_the_driver_gets_the_verifying_context(
     assert "READ COMMITTED" in INIT_COMMAND
     assert seen["local_infile"] is False
     assert seen["connect_timeout"] == DEFAULT_CONNECT_TIMEOUT
+    assert seen["closed"] is True  # the half-open connection is closed on failure
 
 
 @pytest.mark.parametrize(

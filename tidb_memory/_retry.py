@@ -276,6 +276,8 @@ async def retrying(
             if verdict is Verdict.FATAL:
                 translated = translate(exc, operation=operation, table=table, attempts=attempt)
                 if translated is exc:  # already ours: re-raise as is, not as its own cause
+                    if isinstance(exc, StorageError) and exc.table is None:
+                        exc.table = table  # raised below the store, e.g. while connecting
                     raise
                 raise translated from exc
             delay = policy.delay(attempt, verdict)

@@ -176,7 +176,7 @@ def parse_url(url: str | URL) -> ConnectionSpec:
     if isinstance(url, str):
         try:
             parsed = make_url(url)
-        except ArgumentError as exc:
+        except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a non-numeric port
             raise ConfigurationError(
                 "cannot parse the connection URL; expected e.g. "
                 "mysql+aiomysql://user:password@host:4000/database"
@@ -276,6 +276,7 @@ def _engine_kwargs(spec: ConnectionSpec, engine_args: Mapping[str, Any]) -> dict
 
 def _mysql_creator(spec: ConnectionSpec) -> Callable[[], Awaitable[Any]]:
     import aiomysql
+    import pymysql
 
     class Cursor(aiomysql.Cursor):  # type: ignore[misc]
         async def _show_warnings(self, conn: Any) -> None:
@@ -304,23 +305,35 @@ def _mysql_creator(spec: ConnectionSpec) -> Callable[[], Awaitable[Any]]:
         connect_kwargs["unix_socket"] = url.query["unix_socket"]
 
     async def connect() -> Any:
-        conn = await aiomysql.connect(**connect_kwargs)
-        if context is not None:
-            # aiomysql quietly stays in plaintext when the server offers no TLS: refuse that.
-            try:
-                async with conn.cursor() as cur:
+        # aiomysql bounds only the TCP connect by connect_timeout; the greeting, TLS, auth and
+        # init_command could wait forever on a server that accepts and never answers. Bound
+        # the whole handshake, and close the half-open connection on any failure.
+        conn = aiomysql.Connection(**connect_kwargs)
+        try:
+            async with asyncio.timeout(spec.connect_timeout):
+                await conn._connect()
+                if context is not None:
+                    # aiomysql quietly stays in plaintext when the server offers no TLS.
+                    cur = conn.cursorclass(conn, False)
                     await cur.execute("SHOW STATUS LIKE 'Ssl_cipher'")
                     row = await cur.fetchone()
-            except BaseException:
-                conn.close()
-                raise
-            if not row or not row[1]:
-                conn.close()
-                raise InsecureTransportError(
-                    f"TLS was required for {spec.display}, but the server did not enable it "
-                    "(Ssl_cipher is empty); refusing a plaintext session",
-                    operation="connect",
-                )
+        except TimeoutError as exc:
+            conn.close()
+            raise pymysql.err.OperationalError(
+                2003,
+                f"Can't connect to MySQL server on {connect_kwargs['host']!r}: no handshake "
+                f"within {spec.connect_timeout:g}s",
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        if context is not None and (not row or not row[1]):
+            conn.close()
+            raise InsecureTransportError(
+                f"TLS was required for {spec.display}, but the server did not enable it "
+                "(Ssl_cipher is empty); refusing a plaintext session",
+                operation="connect",
+            )
         return conn
 
     return connect
@@ -680,6 +693,8 @@ def get_database(
     if db is not None:
         return db
     spec = parse_url(url)
+    if spec.backend == "sqlite":
+        _sqlite_creator(spec)  # refuses an in-memory database at construction (no I/O)
     kwargs = _engine_kwargs(spec, args)
     with _databases_lock:
         db = _databases.get(key)
