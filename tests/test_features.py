@@ -709,3 +709,84 @@ def test_sync_twins_of_the_session_store(backend: Target, table: str) -> None:
     assert [s.title for s in sessions.list_sessions().sessions] == ["sync"]
     assert sessions.purge_expired(older_than=datetime.now(UTC) - timedelta(days=1)) == 0
     assert sessions.delete_session("s") == 1
+
+
+# --- bulk: scan, restore, status (what export, import and doctor stand on) -------------------
+
+
+async def test_scan_pages_every_session_in_key_order(backend: Target, table: str) -> None:
+    s = store(backend.url, table)
+    for sid, n in (("b", 3), ("a", 2), ("c", 1)):
+        await s.aappend(sid, [HumanMessage(f"{sid}{i}") for i in range(n)], metadata={"s": sid})
+    seen: list[tuple[str, int]] = []
+    after = None
+    pages = 0
+    while page := await s.ascan(after=after, limit=2):
+        pages += 1
+        seen += [(sid, r.seq) for sid, r in page]
+        assert all(r.metadata == {"s": sid} for sid, r in page)
+        after = (page[-1][0], page[-1][1].seq)
+    assert seen == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("b", 3), ("c", 1)]
+    assert pages == 3
+
+
+async def test_restore_is_first_wins_and_idempotent(backend: Target, table: str) -> None:
+    s = store(backend.url, table)
+    when = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    records = [
+        ("x", 1, when, HumanMessage("one"), None),
+        ("x", 2, when, AIMessage("two"), {"k": "v"}),
+        ("y", 1, when, HumanMessage("other"), None),
+    ]
+    assert await s.arestore(records) == 3
+    before = backend.query(
+        f"SELECT session_id, seq, msg_key, message, created_at FROM {backend.q(table)} "
+        "ORDER BY session_id, seq"
+    )
+    assert await s.arestore(records) == 0
+    assert await s.arestore([*records, ("x", 3, when, HumanMessage("three"), None)]) == 1
+    # A different message at a taken (session, seq): the stored one wins.
+    assert await s.arestore([("x", 1, when, HumanMessage("impostor"), None)]) == 0
+    after = backend.query(
+        f"SELECT session_id, seq, msg_key, message, created_at FROM {backend.q(table)} "
+        "ORDER BY session_id, seq"
+    )
+    assert after[:2] == before[:2] and after[3] == before[2]
+    page = await s.arecords("x")
+    assert [r.message.content for r in page] == ["one", "two", "three"]
+    assert page[0].created_at == when and page[1].metadata == {"k": "v"}
+    # Appends continue after restored seqs.
+    await s.aappend("x", [HumanMessage("four")])
+    assert [r.seq for r in await s.arecords("x")] == [1, 2, 3, 4]
+    with pytest.raises(InvalidInputError):
+        await s.arestore([("x", 0, when, HumanMessage("bad seq"), None)])
+    with pytest.raises(InvalidInputError):
+        await s.arestore([("x ", 9, when, HumanMessage("bad id"), None)])
+    assert await s.arestore([]) == 0
+
+
+async def test_status_changes_nothing(backend: Target, table: str) -> None:
+    s = store(backend.url, table)
+    missing = await s.astatus(pings=3)
+    assert missing.layout == "missing" and not backend.table_exists(table)
+    assert missing.tls_cipher is None and not missing.tidb and missing.latency_ms > 0
+    assert missing.backend == backend.name
+    await s.acreate_tables()
+    status = await s.astatus()
+    assert status.layout == "current" and status.schema_version == 1
+    if backend.name == "sqlite":
+        assert status.server_version[0].isdigit()
+    with pytest.raises(InvalidInputError):
+        await s.astatus(pings=0)
+
+
+async def test_bulk_round_trips(mysql: Target, round_trips: RoundTrips) -> None:
+    table = mysql.new_table()
+    s = MessageStore(get_database(MYSQL_URL, engine_args=ONE_CONNECTION), table)
+    await s.aappend("a", [HumanMessage("x"), HumanMessage("y")])
+    when = datetime.now(UTC)
+    records = [("r", i, when, HumanMessage(str(i)), None) for i in range(1, 4)]
+    assert await round_trips.count(lambda: s.ascan(after=("a", 1), limit=10)) == 1
+    assert await round_trips.count(lambda: s.arestore(records)) == 1
+    # astatus: version, cipher, two column lookups, versions, and the pings.
+    assert await round_trips.count(lambda: s.astatus(pings=3)) == 5 + 3

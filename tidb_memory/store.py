@@ -1065,7 +1065,8 @@ class MessageStore:
     async def astatus(self, *, pings: int = 5) -> ServerStatus:
         """Connect, and describe the server and this table without changing anything.
 
-        About four round trips, plus ``pings`` for the latency (median of ``SELECT 1``).
+        Five round trips (four on SQLite), plus ``pings`` for the latency (the median of
+        ``SELECT 1``).
         """
         if not isinstance(pings, int) or not 1 <= pings <= 100:
             raise InvalidInputError("pings must be an int from 1 to 100")
