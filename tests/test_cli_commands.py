@@ -13,8 +13,10 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MYSQL_URL, SENTINEL_PASSWORD, Target
+from conftest import MYSQL_URL, SENTINEL_PASSWORD, Target, mysql_connection
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from sqlalchemy.engine import make_url
 from test_migrate import insert_seed_row, seed_history, seed_messages
@@ -516,3 +518,49 @@ def test_url_from_the_environment(cli: CLI) -> None:
     result = cli("sessions", "--json", url=None, env={"TIDB_DATABASE_URL": MYSQL_URL})
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["sessions"]) == 3
+
+
+def test_migrate_interrupted_by_ctrl_c_resumes(cli: CLI, mysql: Target) -> None:
+    """Ctrl-C mid-copy: exit 130 with one line; the next run resumes after the last row."""
+    mysql.tables += [f"{cli.table}_migrated", f"{cli.table}_seed_backup"]
+    with seed_history("s0", cli.table):
+        pass  # the seed's own DDL
+    rows = [
+        (f"s{i % 37}", json.dumps({"type": "human", "data": {"content": f"m{i} 🌍"}}))
+        for i in range(3000)
+    ]
+    with mysql_connection() as conn, conn.cursor() as cur:
+        cur.executemany(f"INSERT INTO `{cli.table}` (session_id, message) VALUES (%s, %s)", rows)
+    command = [*cli.script, "migrate", "--batch", "5", "--table", cli.table, "--url", MYSQL_URL]
+    proc = subprocess.Popen(
+        command,
+        cwd=cli.cwd,
+        env=_environment(None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    target = f"{cli.table}_migrated"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if mysql.table_exists(target) and mysql.count(target) > 300:
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.02)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert stderr == "tidb-memory: error: interrupted\n"
+    copied = mysql.count(target)
+    assert 300 < copied < 3000
+    assert "seq" not in {r[0] for r in mysql.query(f"SHOW COLUMNS FROM `{cli.table}`")}
+    report = cli.json("migrate")
+    assert report["resumed_after_id"] == copied  # ids 1..3000, copied in order
+    assert report["copied"] == 3000 - copied and report["rows"] == 3000 and report["swapped"]
+    for session in ("s0", "s5", "s36"):
+        seqs = [r[0] for r in mysql.rows(cli.table, session)]
+        assert seqs == list(range(1, len(seqs) + 1))
+    contents = [
+        m.content
+        for m in AsyncTiDBChatMessageHistory("s5", MYSQL_URL, table_name=cli.table).messages
+    ]
+    assert contents == [f"m{i} 🌍" for i in range(5, 3000, 37)]
