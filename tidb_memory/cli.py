@@ -480,6 +480,11 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
         )
     else:
         out.line(f"Table {args.table!r} is up to date (schema version {after.schema_version}).")
+    if ttl is not None and action != "created":
+        out.line(
+            "Note: --ttl takes effect when the table is created; on TiDB, add it to this table "
+            f"with ALTER TABLE `{args.table}` TTL = `created_at` + INTERVAL ... ."
+        )
     return 0
 
 
