@@ -8,7 +8,7 @@ code path, one pool registry and the same guarantees.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -195,8 +195,11 @@ class AsyncTiDBChatMessageHistory(BaseChatMessageHistory):
         """
         if isinstance(messages, BaseMessage):
             raise InvalidInputError("aadd_messages takes a sequence of messages; wrap it in [ ]")
+        # A generator is materialised; anything else goes to the store as given, whose check
+        # refuses non-sequences (None, a dict, a str) with InvalidInputError.
+        batch = list(messages) if isinstance(messages, Iterator) else messages
         self._last_seq = await self.store.aappend(
-            self.session_id, list(messages), metadata=metadata, last_seq=self._last_seq
+            self.session_id, batch, metadata=metadata, last_seq=self._last_seq
         )
 
     async def aget_records(
