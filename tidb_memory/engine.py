@@ -73,6 +73,8 @@ DEFAULT_POOL_TIMEOUT = 10.0
 DEFAULT_POOL_RECYCLE = 3600
 #: TiDB Cloud may end connections older than 30 minutes; its docs recommend recycling at 5.
 TIDB_CLOUD_POOL_RECYCLE = 300
+#: The most seconds closing a pool waits for its TLS connections' close handshakes.
+TLS_CLOSE_GRACE = 1.0
 #: MySQL and MariaDB take gap locks under REPEATABLE READ, which makes the ``MAX(seq)`` append
 #: deadlock against appends to *other* sessions. READ COMMITTED has none; TiDB has none either.
 INIT_COMMAND = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
@@ -334,6 +336,10 @@ def _mysql_creator(spec: ConnectionSpec) -> Callable[[], Awaitable[Any]]:
                 "(Ssl_cipher is empty); refusing a plaintext session",
                 operation="connect",
             )
+        if context is not None:
+            resources = _loops.get(asyncio.get_running_loop())
+            if resources is not None:
+                resources.tls.add(conn._writer.transport)
         return conn
 
     return connect
@@ -403,6 +409,8 @@ class _LoopResources:
     loop: asyncio.AbstractEventLoop
     engines: dict[str, AsyncEngine] = field(default_factory=dict)
     sentinel: AsyncGenerator[None, None] | None = None
+    #: TLS transports of the connections opened here, to wait for their close handshake.
+    tls: weakref.WeakSet[asyncio.BaseTransport] = field(default_factory=weakref.WeakSet)
 
 
 _registry_lock = threading.Lock()
@@ -411,12 +419,35 @@ _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
 )
 
 
+async def _dispose(engine: AsyncEngine, resources: _LoopResources) -> None:
+    """Dispose of ``engine``'s pool on its own loop, and let its TLS connections finish closing.
+
+    Closing a TLS connection is a handshake (close_notify, then the server's FIN) that runs on
+    the loop after ``dispose()`` returns. A loop closed before it completes leaks the sockets
+    (``ResourceWarning: unclosed transport``), so wait for it, at most ``TLS_CLOSE_GRACE``.
+    """
+    await engine.dispose()
+    step = 0.002
+    for _ in range(round(TLS_CLOSE_GRACE / step)):
+        if not any(map(_tls_closing, list(resources.tls))):
+            return
+        await asyncio.sleep(step)
+
+
+def _tls_closing(transport: asyncio.BaseTransport) -> bool:
+    """True while ``transport`` is closing and its socket is still open."""
+    if not transport.is_closing():
+        return False
+    sock = transport.get_extra_info("socket")
+    return sock is not None and sock.fileno() != -1
+
+
 async def _dispose_all(resources: _LoopResources) -> None:
     engines = list(resources.engines.values())
     resources.engines.clear()
     for engine in engines:
         with contextlib.suppress(Exception):
-            await engine.dispose()
+            await _dispose(engine, resources)
 
 
 async def _loop_sentinel(resources: _LoopResources) -> AsyncGenerator[None, None]:
@@ -601,9 +632,9 @@ class Database:
             if engine is None:
                 continue
             if loop is current:
-                await engine.dispose()
+                await _dispose(engine, resources)
             elif loop.is_running():
-                future = asyncio.run_coroutine_threadsafe(engine.dispose(), loop)
+                future = asyncio.run_coroutine_threadsafe(_dispose(engine, resources), loop)
                 # A loop whose thread is blocked waiting for us (a sync close_all() called from
                 # a notebook cell) runs the dispose when it resumes; waiting would deadlock.
                 if loop is not _blocked:
