@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import os
 import ssl
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 
 import pymysql
@@ -16,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 import tidb_memory
 from tests.append_checker import RetryCounter
-from tests.infra import ThrowawayMariaDB
+from tests.infra import FaultProxy, ThrowawayMariaDB
 from tidb_memory import (
     AsyncTiDBChatMessageHistory,
     PoolTimeoutError,
@@ -151,3 +154,29 @@ async def test_pool_exhaustion_is_a_quick_clear_error(table: str, closing: None)
     assert "pool_size" in str(err) and "max_overflow" in str(err)
     # Nothing of the refused calls happened, and the pool works again once released.
     assert [m.content for m in await history.aget_messages()] == ["hi"]
+
+
+# --- closing pools whose connections the network already reset ---------------------------
+
+
+@pytest.mark.slow
+async def test_closing_pools_after_the_network_died_leaks_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with ThrowawayMariaDB() as server:
+        async with FaultProxy(server.host, server.port) as proxy:
+            histories = [
+                AsyncTiDBChatMessageHistory(f"reset-{i}", proxy.url(), table_name="reset")
+                for i in range(5)
+            ]
+            await asyncio.gather(*(h.aadd_messages([HumanMessage("x")]) for h in histories))
+        # The proxy is gone: every pooled connection has been reset under the pool's feet.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with caplog.at_level(logging.DEBUG):
+                await tidb_memory.aclose_all()
+            gc.collect()
+    leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaked == [], [str(w.message) for w in leaked]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

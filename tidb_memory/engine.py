@@ -287,6 +287,18 @@ def _mysql_creator(spec: ConnectionSpec) -> Callable[[], Awaitable[Any]]:
             # MySQL and MariaDB, already turns the warnings that matter into errors.
             return None
 
+    class DriverConnection(aiomysql.Connection):  # type: ignore[misc]
+        async def ensure_closed(self) -> None:
+            # The pool closes connections with ensure_closed(), which says goodbye (COM_QUIT)
+            # first. On a connection the network already reset that fails, and aiomysql then
+            # leaves the socket open (and the pool logs an error): close it whatever happens;
+            # a goodbye the peer cannot hear is not an error.
+            try:
+                with contextlib.suppress(OSError):
+                    await super().ensure_closed()
+            finally:
+                self.close()
+
     url = spec.url
     context = spec.tls.context() if spec.tls is not None else None
     connect_kwargs: dict[str, Any] = {
@@ -310,7 +322,7 @@ def _mysql_creator(spec: ConnectionSpec) -> Callable[[], Awaitable[Any]]:
         # aiomysql bounds only the TCP connect by connect_timeout; the greeting, TLS, auth and
         # init_command could wait forever on a server that accepts and never answers. Bound
         # the whole handshake, and close the half-open connection on any failure.
-        conn = aiomysql.Connection(**connect_kwargs)
+        conn = DriverConnection(**connect_kwargs)
         try:
             async with asyncio.timeout(spec.connect_timeout):
                 await conn._connect()
