@@ -6,9 +6,15 @@ Everything here is real: a private mariadbd, real sockets, real TLS. Nothing is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import ssl
 import stat
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -78,7 +84,23 @@ async def connect(host: str, port: int, **kwargs: Any) -> AsyncIterator[Any]:
     try:
         yield conn
     finally:
-        conn.close()
+        await aclose(conn)
+
+
+async def aclose(conn: Any) -> None:
+    """Close an aiomysql connection and wait until its socket is really closed.
+
+    ``Connection.close()`` only starts closing; over TLS the close_notify exchange finishes
+    on later loop iterations. If the test's event loop is torn down first, the socket leaks
+    and ``filterwarnings=error`` turns the ResourceWarning into a failure of a random later
+    test. aiomysql exposes no public handle, hence ``_writer``.
+    """
+    writer = conn._writer
+    conn.close()
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await writer.wait_closed()
 
 
 async def query(conn: Any, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
@@ -201,6 +223,33 @@ def test_start_failure_reports_error_log_and_cleans_up() -> None:
     finally:
         db.close()
     assert not root.exists()
+
+
+def test_server_and_temp_dir_die_with_a_killed_owner_process() -> None:
+    """SIGKILL of the owning process (no finalizers run) must not leave a mariadbd behind."""
+    child = textwrap.dedent(
+        """
+        import os, sys
+        sys.path.insert(0, sys.argv[1])
+        from tests.infra import ThrowawayMariaDB
+        db = ThrowawayMariaDB()
+        db.start()
+        print(db.pid, db.root, flush=True)
+        os.kill(os.getpid(), 9)
+        """
+    )
+    repo = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", child, repo], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    pid_text, root_text = proc.stdout.split()
+    pid, root = int(pid_text), Path(root_text)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (Path(f"/proc/{pid}").exists() or root.exists()):
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists(), "orphaned mariadbd still running"
+    assert not root.exists(), "temp dir of the killed owner was not removed"
 
 
 # --------------------------------------------------------------------------- proxy
@@ -388,11 +437,11 @@ async def _chaos_run(server: ThrowawayMariaDB, seed: int, probability: float) ->
                 except OperationalError as exc:
                     assert exc.args[0] == CR_SERVER_LOST
                     outcomes.append(False)
-                    conn.close()
+                    await aclose(conn)
                     conn = None
         finally:
             if conn is not None:
-                conn.close()
+                await aclose(conn)
         assert p.stats.chaos_cuts == outcomes.count(False)
         assert {r.source for r in p.cut_log} <= {"chaos"}
     return outcomes

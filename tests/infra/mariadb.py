@@ -15,8 +15,8 @@ then copied for each instance, so further instances start in well under a second
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -148,49 +148,76 @@ def _run_as_root_args() -> list[str]:
 # --------------------------------------------------------------------------- template cache
 
 _template_lock = threading.Lock()
-_templates: dict[tuple[str, str], Path] = {}
-
-
-def _remove_templates() -> None:
-    for path in _templates.values():
-        shutil.rmtree(path.parent, ignore_errors=True)
-    _templates.clear()
-
-
-atexit.register(_remove_templates)
 
 
 def _template_datadir(mariadbd: str, install_db: str) -> Path:
-    """Initialise (once per process) a pristine data directory to copy from."""
-    key = (mariadbd, install_db)
+    """Return a pristine, initialised data directory to copy from.
+
+    It is built once per machine (keyed by the binaries and bootstrap options) under the
+    temp dir as ``tidb-memory-mariadb-template-<hash>`` and published with an atomic
+    rename, so concurrent test processes share it safely. It is never modified afterwards.
+    """
+    st = os.stat(mariadbd)
+    fingerprint = repr(
+        (mariadbd, st.st_size, st.st_mtime_ns, install_db, _INSTALL_SERVER_ARGS, os.geteuid())
+    )
+    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    final = Path(tempfile.gettempdir()) / f"tidb-memory-mariadb-template-{key}"
+    ready = final / "READY"
+    if ready.exists():
+        return final / "data"
     with _template_lock:
-        cached = _templates.get(key)
-        if cached is not None and cached.is_dir():
-            return cached
-        root = Path(tempfile.mkdtemp(prefix="tm-mdb-tpl-"))
-        datadir = root / "data"
-        cmd = [
-            install_db,
-            "--no-defaults",
-            f"--datadir={datadir}",
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-            "--skip-name-resolve",
-            *_run_as_root_args(),
-            *_INSTALL_SERVER_ARGS,
-        ]
-        basedir = Path(mariadbd).resolve().parent.parent
-        if basedir != Path("/usr"):
-            cmd.append(f"--basedir={basedir}")
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
-        if proc.returncode != 0:
-            shutil.rmtree(root, ignore_errors=True)
-            raise MariaDBStartError(
-                f"{install_db} failed with exit code {proc.returncode}:\n"
-                f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-            )
-        _templates[key] = datadir
-        return datadir
+        if ready.exists():
+            return final / "data"
+        work = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-"))
+        try:
+            cmd = [
+                install_db,
+                "--no-defaults",
+                f"--datadir={work / 'data'}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+                *_run_as_root_args(),
+                *_INSTALL_SERVER_ARGS,
+            ]
+            basedir = Path(mariadbd).resolve().parent.parent
+            if basedir != Path("/usr"):
+                cmd.append(f"--basedir={basedir}")
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+            if proc.returncode != 0:
+                raise MariaDBStartError(
+                    f"{install_db} failed with exit code {proc.returncode}:\n"
+                    f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+                )
+            (work / "READY").write_text(fingerprint)
+            if final.exists() and not ready.exists():
+                shutil.rmtree(final, ignore_errors=True)  # leftover of a broken attempt
+            try:
+                os.rename(work, final)
+            except OSError:
+                if not ready.exists():  # lost the race to a process that then failed
+                    raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return final / "data"
+
+
+# The watchdog holds the read end of a pipe whose write end only this process has. When this
+# process dies for any reason (even SIGKILL), the pipe hits EOF and the watchdog kills the
+# server recorded in ROOT/server.pid (checking its command line mentions ROOT, so a reused
+# pid is never hit) and deletes ROOT. On a normal close() we stop the server ourselves,
+# remove server.pid, then close the pipe; the watchdog then just deletes ROOT.
+_WATCHDOG_SCRIPT = r"""
+read _ignored
+pid=$(cat "$1/server.pid" 2>/dev/null)
+if [ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$1"; then
+    kill -KILL "$pid" 2>/dev/null
+    i=0
+    while [ "$i" -lt 100 ] && kill -0 "$pid" 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
+fi
+rm -rf -- "$1"
+"""
 
 
 # --------------------------------------------------------------------------- server
@@ -203,6 +230,17 @@ class _State:
         self.root = root
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file: Any = None
+        self.watchdog = subprocess.Popen(
+            ["/bin/sh", "-c", _WATCHDOG_SCRIPT, "tidb-memory-mariadb-watchdog", str(root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    @property
+    def server_pid_file(self) -> Path:
+        return self.root / "server.pid"
 
 
 def _finalize(state: _State) -> None:
@@ -212,9 +250,16 @@ def _finalize(state: _State) -> None:
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
+    state.proc = None
+    state.server_pid_file.unlink(missing_ok=True)
     if state.log_file is not None:
         state.log_file.close()
         state.log_file = None
+    if state.watchdog.stdin is not None:
+        with contextlib.suppress(OSError):
+            state.watchdog.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        state.watchdog.wait(timeout=10)
     shutil.rmtree(state.root, ignore_errors=True)
 
 
@@ -423,11 +468,12 @@ class ThrowawayMariaDB:
             start_new_session=True,  # Ctrl-C in pytest must not race our own shutdown
         )
         self._state.proc = proc
+        self._state.server_pid_file.write_text(str(proc.pid))
         deadline = started + self.startup_timeout
         last_error: BaseException | None = None
         while True:
             if proc.poll() is not None:
-                self._state.proc = None
+                self._clear_proc()
                 raise MariaDBStartError(
                     f"mariadbd exited with code {proc.returncode} during startup on port "
                     f"{self._port}. {self._failure_logs(err_offset, out_offset)}"
@@ -441,7 +487,7 @@ class ThrowawayMariaDB:
                 break
             if time.monotonic() > deadline:
                 self._kill_proc(proc)
-                self._state.proc = None
+                self._clear_proc()
                 raise MariaDBStartError(
                     f"mariadbd did not accept connections on {HOST}:{self._port} within "
                     f"{self.startup_timeout:.0f}s (last error: {last_error!r}). "
@@ -449,6 +495,10 @@ class ThrowawayMariaDB:
                 )
             time.sleep(0.03)
         self.last_start_seconds = time.monotonic() - started
+
+    def _clear_proc(self) -> None:
+        self._state.proc = None
+        self._state.server_pid_file.unlink(missing_ok=True)
 
     @staticmethod
     def _kill_proc(proc: subprocess.Popen[bytes]) -> None:
@@ -470,7 +520,7 @@ class ThrowawayMariaDB:
                     proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     self._kill_proc(proc)
-            self._state.proc = None
+            self._clear_proc()
 
     def kill(self) -> None:
         """SIGKILL the server (crash simulation). Committed InnoDB data survives a restart."""
@@ -479,7 +529,7 @@ class ThrowawayMariaDB:
             if proc is None:
                 return
             self._kill_proc(proc)
-            self._state.proc = None
+            self._clear_proc()
 
     def restart(self) -> None:
         """Stop (if running) and start again on the same port and datadir, keeping data."""
