@@ -6,7 +6,6 @@ installs the package in editable mode), else ``python -m tidb_memory.cli``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -18,10 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from conftest import mysql_query
 from sqlalchemy.engine import make_url
 
-import tidb_memory
 from tidb_memory.cli import COMMANDS, DEMO_SEED, DEMO_TURNS, build_parser, display_url, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,23 +56,9 @@ def _run(
 
 
 def _execute(url: str, *statements: str) -> None:
-    async def run() -> None:
-        engine = tidb_memory.create_engine(url, engine_args={"pool_size": 1, "max_overflow": 0})
-        try:
-            async with engine.connect() as conn:
-                for statement in statements:
-                    await conn.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-    for attempt in range(30):
-        try:
-            asyncio.run(run())
-            return
-        except Exception as exc:
-            if "1040" not in str(exc) or attempt == 29:  # too many connections: wait for it
-                raise
-            time.sleep(1)
+    assert url == MYSQL_URL, "only the test server is set up and torn down here"
+    for statement in statements:
+        mysql_query(statement)
 
 
 @pytest.fixture

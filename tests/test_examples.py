@@ -22,7 +22,7 @@ from types import ModuleType
 
 import httpx
 import pytest
-from sqlalchemy import text
+from conftest import mysql_query
 from sqlalchemy.engine import make_url
 
 import tidb_memory
@@ -36,25 +36,9 @@ NOISE = ("Traceback", "Exception ignored", "Event loop is closed", "ResourceWarn
 
 
 def _execute(url: str, *statements: str) -> None:
-    """Run statements on the server behind ``url``; waits out "too many connections" (1040)."""
-
-    async def run() -> None:
-        engine = tidb_memory.create_engine(url, engine_args={"pool_size": 1, "max_overflow": 0})
-        try:
-            async with engine.connect() as conn:
-                for statement in statements:
-                    await conn.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-    for attempt in range(30):
-        try:
-            asyncio.run(run())
-            return
-        except Exception as exc:
-            if "1040" not in str(exc) or attempt == 29:
-                raise
-            asyncio.run(asyncio.sleep(1))
+    assert url == MYSQL_URL, "only the test server is set up and torn down here"
+    for statement in statements:
+        mysql_query(statement)
 
 
 @pytest.fixture(scope="module")
