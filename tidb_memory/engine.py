@@ -503,10 +503,9 @@ class Connection:
     ``fetchall`` and ``execute`` send exactly one statement each: one round trip.
     """
 
-    __slots__ = ("_fairy", "backend", "driver")
+    __slots__ = ("backend", "driver")
 
     def __init__(self, fairy: PoolProxiedConnection, backend: Backend) -> None:
-        self._fairy = fairy
         self.backend = backend
         self.driver: Any = fairy.driver_connection
 
