@@ -180,3 +180,30 @@ async def test_closing_pools_after_the_network_died_leaks_nothing(
     assert leaked == [], [str(w.message) for w in leaked]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_a_statement_that_outlives_read_timeout_fails_and_frees_its_connection() -> None:
+    """aiomysql has no read timeout: without ours, a silent peer would hang the call forever."""
+    import time
+
+    from tidb_memory.engine import get_database
+
+    db = get_database(MYSQL_URL + "?read_timeout=0.5")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with db.connection() as conn:
+            await conn.fetchall("SELECT SLEEP(5)", ())
+    assert time.monotonic() - started < 3
+    async with db.connection() as conn:  # the pool hands out a working connection again
+        assert await conn.fetchall("SELECT 1", ()) == [(1,)]
+    await db.aclose()
+
+
+def test_read_timeout_is_parsed_and_checked() -> None:
+    from tidb_memory import ConfigurationError
+    from tidb_memory.engine import DEFAULT_READ_TIMEOUT, parse_url
+
+    assert parse_url("mysql://u@h/db").read_timeout == DEFAULT_READ_TIMEOUT
+    assert parse_url("mysql://u@h/db?read_timeout=2.5").read_timeout == 2.5
+    with pytest.raises(ConfigurationError):
+        parse_url("mysql://u@h/db?read_timeout=0")

@@ -67,6 +67,9 @@ logger = logging.getLogger("tidb_memory")
 T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds one statement may wait for its reply. aiomysql has no read timeout of its own, so a
+#: connection whose peer falls silent (a half-dead network path) would otherwise wait forever.
+DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_POOL_SIZE = 10
 DEFAULT_MAX_OVERFLOW = 20
 DEFAULT_POOL_TIMEOUT = 10.0
@@ -99,7 +102,7 @@ _TLS_PARAMS = frozenset(
         "ssl_check_hostname",
     }
 )
-_OTHER_PARAMS = frozenset({"charset", "connect_timeout", "unix_socket"})
+_OTHER_PARAMS = frozenset({"charset", "connect_timeout", "read_timeout", "unix_socket"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _ENGINE_ARGS = frozenset(
@@ -114,6 +117,16 @@ def _flag(name: str, value: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ConfigurationError(f"URL parameter {name}={value!r} is not a boolean (use true or false)")
+
+
+def _seconds(values: dict[str, str], name: str, default: float) -> float:
+    try:
+        seconds = float(values.pop(name, default))
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number of seconds") from exc
+    if not 0 < seconds <= 3600:
+        raise ConfigurationError(f"{name} must be between 0 and 3600 seconds")
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +163,7 @@ class ConnectionSpec:
         tls: TLS settings, or ``None`` for plaintext.
         tidb_cloud: the host is a TiDB Cloud endpoint.
         connect_timeout: seconds allowed for one connection attempt.
+        read_timeout: seconds one statement may wait for its reply (MySQL family).
     """
 
     backend: Backend
@@ -157,6 +171,7 @@ class ConnectionSpec:
     tls: TLSSettings | None = None
     tidb_cloud: bool = False
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
     @property
     def display(self) -> str:
@@ -215,12 +230,8 @@ def parse_url(url: str | URL) -> ConnectionSpec:
     charset = values.pop("charset", "utf8mb4")
     if charset.lower() != "utf8mb4":
         raise ConfigurationError(f"charset={charset!r} is not supported; messages need utf8mb4")
-    try:
-        timeout = float(values.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
-    except ValueError as exc:
-        raise ConfigurationError("connect_timeout must be a number of seconds") from exc
-    if not 0 < timeout <= 3600:
-        raise ConfigurationError("connect_timeout must be between 0 and 3600 seconds")
+    timeout = _seconds(values, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    read_timeout = _seconds(values, "read_timeout", DEFAULT_READ_TIMEOUT)
 
     host = parsed.host or ""
     tidb_cloud = host.lower().endswith(".tidbcloud.com")
@@ -251,7 +262,12 @@ def parse_url(url: str | URL) -> ConnectionSpec:
     kept = {"unix_socket": values["unix_socket"]} if "unix_socket" in values else {}
     normal = parsed.set(drivername="mysql+aiomysql", query=kept)
     return ConnectionSpec(
-        backend="mysql", url=normal, tls=tls, tidb_cloud=tidb_cloud, connect_timeout=timeout
+        backend="mysql",
+        url=normal,
+        tls=tls,
+        tidb_cloud=tidb_cloud,
+        connect_timeout=timeout,
+        read_timeout=read_timeout,
     )
 
 
@@ -503,27 +519,31 @@ class Connection:
     ``fetchall`` and ``execute`` send exactly one statement each: one round trip.
     """
 
-    __slots__ = ("backend", "driver")
+    __slots__ = ("backend", "driver", "read_timeout")
 
-    def __init__(self, fairy: PoolProxiedConnection, backend: Backend) -> None:
+    def __init__(self, fairy: PoolProxiedConnection, backend: Backend, read_timeout: float) -> None:
         self.backend = backend
         self.driver: Any = fairy.driver_connection
+        self.read_timeout = read_timeout
 
     async def fetchall(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """Run one query and return all its rows."""
         if self.backend == "mysql":
             # The cursor class directly: Connection.cursor() wraps it in a future per call.
             cur = self.driver.cursorclass(self.driver, False)
-            await cur.execute(sql, params)
-            rows: list[Any] = cur._rows or []
-            return rows
+            async with asyncio.timeout(self.read_timeout):
+                await cur.execute(sql, params)
+            return list(cur._rows or ())
         return list(await self.driver.execute_fetchall(sql, params))
 
     async def execute(self, sql: str, params: Sequence[Any]) -> int:
         """Run one statement and return the number of rows it changed."""
         if self.backend == "mysql":
             cur = self.driver.cursorclass(self.driver, False)
-            return await cur.execute(sql, params)  # type: ignore[no-any-return]
+            # A timed-out statement leaves the connection mid-reply: TimeoutError counts as a
+            # lost connection, so the pool discards it and the retry policy decides.
+            async with asyncio.timeout(self.read_timeout):
+                return await cur.execute(sql, params)  # type: ignore[no-any-return]
         cursor = await self.driver.execute(sql, params)
         count: int = cursor.rowcount
         await cursor.close()
@@ -588,7 +608,7 @@ class Database:
         pool = engine.sync_engine.pool
         fairy = await greenlet_spawn(pool.connect)
         try:
-            yield Connection(fairy, self.backend)
+            yield Connection(fairy, self.backend, self.spec.read_timeout)
         except BaseException as exc:
             if _reusable(exc):
                 await _checkin(pool, fairy)
