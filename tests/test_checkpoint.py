@@ -34,6 +34,7 @@ from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 from sqlalchemy.engine import make_url
 
 import tidb_memory
+from tests.infra import FaultProxy
 from tidb_memory import checkpoint as cp_module
 from tidb_memory.checkpoint import (
     MIGRATIONS,
@@ -117,7 +118,7 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     rec = Recorder()
-    fetchall, execute = Connection.fetchall, Connection.execute
+    fetchall, execute, execute_all = Connection.fetchall, Connection.execute, Connection.execute_all
 
     async def rec_fetchall(self: Connection, sql: str, params: Any) -> list[Any]:
         rec.statements.append((self.backend, sql, params))
@@ -127,8 +128,15 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
         rec.statements.append((self.backend, sql, params))
         return await execute(self, sql, params)
 
+    async def rec_execute_all(
+        self: Connection, statements: Sequence[tuple[str, Any]], *, max_bytes: int
+    ) -> None:
+        rec.statements += [(self.backend, sql, params) for sql, params in statements]
+        await execute_all(self, statements, max_bytes=max_bytes)
+
     monkeypatch.setattr(Connection, "fetchall", rec_fetchall)
     monkeypatch.setattr(Connection, "execute", rec_execute)
+    monkeypatch.setattr(Connection, "execute_all", rec_execute_all)
     return rec
 
 
@@ -277,7 +285,10 @@ def test_next_version_follows_postgres_scheme() -> None:
 
 
 class ServerCounter:
-    """Round trips the server saw, from SHOW STATUS ``Questions`` + ``Com_admin_commands``.
+    """Statements the server ran, from SHOW STATUS ``Questions`` + ``Com_admin_commands``.
+
+    (A multi-statement query counts once per statement: round trips are counted on the wire,
+    by :func:`test_round_trips_counted_on_the_wire`.)
 
     Two views, both asserted exactly:
 
@@ -327,8 +338,8 @@ class ServerCounter:
         assert conn_before == conn_after, "the pooled connection was replaced"
         return after - before
 
-    async def round_trips(self, op: Any, expected: int) -> tuple[int, int]:
-        """(global, session) round trips of ``op``, calibrated.
+    async def statements(self, op: Any, expected: int) -> tuple[int, int]:
+        """(global, session) statements of ``op``, calibrated.
 
         The global minimum can only overstate the truth, so sampling stops once it reaches
         ``expected``; the session count, which nothing else touches, pins the exact value.
@@ -379,68 +390,141 @@ async def seed_thread(saver: AsyncTiDBSaver, thread_id: str, steps: int) -> list
     return configs
 
 
-async def test_round_trips_counted_by_the_server(recorder: Recorder) -> None:
+class Ops:
+    """The saver calls whose cost is counted, on a seeded thread; each can run many times."""
+
+    def __init__(self, saver: AsyncTiDBSaver, url: str) -> None:
+        self.saver, self.url = saver, url
+        self.thread, self.other = "rt-" + uuid.uuid4().hex, "rt2-" + uuid.uuid4().hex
+        self.configs: list[Any] = []
+        self.built: list[AsyncTiDBSaver] = []
+        self.serial = iter(range(1_000_000))
+
+    async def seed(self) -> Ops:
+        self.configs = await seed_thread(self.saver, self.thread, 5)
+        return self
+
+    async def construct(self) -> None:
+        prefix = self.saver.tables.checkpoints[:-1]
+        self.built.append(AsyncTiDBSaver(self.url, table_prefix=prefix))
+
+    async def get_latest(self) -> None:
+        tup = await self.saver.aget_tuple(config(self.thread))
+        assert tup is not None and tup.checkpoint["channel_values"]["count"] == 4
+        assert tup.checkpoint["channel_values"]["messages"] == [f"m{i}" for i in range(5)]
+        assert tup.pending_writes and len(tup.pending_writes) == 2
+
+    async def get_by_id(self) -> None:
+        tup = await self.saver.aget_tuple(self.configs[1])
+        assert tup is not None and tup.checkpoint["channel_values"]["messages"] == ["m0", "m1"]
+
+    async def put(self) -> None:
+        n = next(self.serial)
+        cp = make_checkpoint({"messages": [n], "n": n}, {"messages": f"v{n}", "n": f"w{n}"})
+        await self.saver.aput(config(self.other), cp, {"source": "loop"}, cp["channel_versions"])
+
+    async def put_inline_only(self) -> None:
+        n = next(self.serial)
+        cp = make_checkpoint({"n": n}, {"n": f"w{n}"})
+        await self.saver.aput(config(self.other), cp, {"source": "loop"}, cp["channel_versions"])
+
+    async def put_writes(self) -> None:
+        writes = [("a", [1]), ("b", "x"), (ERROR, "e")]
+        await self.saver.aput_writes(self.configs[0], writes, f"t{next(self.serial)}")
+
+    async def list_thread(self) -> None:
+        assert len([t async for t in self.saver.alist(config(self.thread))]) == 5
+
+    async def list_limit(self) -> None:
+        assert len([t async for t in self.saver.alist(None, limit=3)]) == 3
+
+
+async def test_statements_counted_by_the_server(recorder: Recorder) -> None:
     one_connection = {"pool_size": 1, "max_overflow": 0}
     async with (
         fresh_saver(MYSQL_URL, engine_args=one_connection) as saver,
         server_counter(saver) as counter,
     ):
-        thread, other = "rt-" + uuid.uuid4().hex, "rt2-" + uuid.uuid4().hex
-        configs = await seed_thread(saver, thread, 5)
-        built: list[AsyncTiDBSaver] = []
-        serial = iter(range(1_000_000))
+        ops = await Ops(saver, MYSQL_URL).seed()
+        await ops.get_latest()  # warm the pool
+        assert await counter.statements(ops.construct, 0) == (0, 0)
+        assert await counter.statements(ops.get_latest, 1) == (1, 1)
+        assert await counter.statements(ops.get_by_id, 1) == (1, 1)
+        assert await counter.statements(ops.put, 2) == (2, 2)
+        assert await counter.statements(ops.put_inline_only, 1) == (1, 1)
+        assert await counter.statements(ops.put_writes, 1) == (1, 1)
+        assert await counter.statements(ops.list_thread, 1) == (1, 1)
+        assert await counter.statements(ops.list_limit, 1) == (1, 1)
 
-        async def construct() -> None:
-            built.append(AsyncTiDBSaver(MYSQL_URL, table_prefix=saver.tables.checkpoints[:-1]))
-
-        async def get_latest() -> None:
-            tup = await saver.aget_tuple(config(thread))
-            assert tup is not None and tup.checkpoint["channel_values"]["count"] == 4
-            assert tup.checkpoint["channel_values"]["messages"] == [f"m{i}" for i in range(5)]
-            assert tup.pending_writes and len(tup.pending_writes) == 2
-
-        async def get_by_id() -> None:
-            tup = await saver.aget_tuple(configs[1])
-            assert tup is not None and tup.checkpoint["channel_values"]["messages"] == ["m0", "m1"]
-
-        async def put() -> None:
-            n = next(serial)
-            cp = make_checkpoint({"messages": [n], "n": n}, {"messages": f"v{n}", "n": f"w{n}"})
-            await saver.aput(config(other), cp, {"source": "loop"}, cp["channel_versions"])
-
-        async def put_inline_only() -> None:
-            n = next(serial)
-            cp = make_checkpoint({"n": n}, {"n": f"w{n}"})
-            await saver.aput(config(other), cp, {"source": "loop"}, cp["channel_versions"])
-
-        async def put_writes() -> None:
-            writes = [("a", [1]), ("b", "x"), (ERROR, "e")]
-            await saver.aput_writes(configs[0], writes, f"t{next(serial)}")
-
-        async def list_thread() -> None:
-            assert len([t async for t in saver.alist(config(thread))]) == 5
-
-        async def list_limit() -> None:
-            assert len([t async for t in saver.alist(None, limit=3)]) == 3
-
-        await get_latest()  # warm the pool
-        assert await counter.round_trips(construct, 0) == (0, 0)
-        assert await counter.round_trips(get_latest, 1) == (1, 1)
-        assert await counter.round_trips(get_by_id, 1) == (1, 1)
-        assert await counter.round_trips(put, 2) == (2, 2)
-        assert await counter.round_trips(put_inline_only, 1) == (1, 1)
-        assert await counter.round_trips(put_writes, 1) == (1, 1)
-        assert await counter.round_trips(list_thread, 1) == (1, 1)
-        assert await counter.round_trips(list_limit, 1) == (1, 1)
-
-        # The client-side count agrees, and no statement ever carries a bytes parameter.
-        for op, expected in [(get_latest, 1), (put, 2), (put_writes, 1), (list_thread, 1)]:
+        # The client-side count agrees.
+        for op, expected in [(ops.get_latest, 1), (ops.put, 2), (ops.put_writes, 1)]:
             recorder.clear()
             await op()
             assert len(recorder) == expected
-        assert all(
-            not isinstance(p, bytes | bytearray) for _, _, ps in recorder.statements for p in ps
+
+
+async def test_the_driver_never_receives_a_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiomysql under PyMySQL >= 1.2 breaks on bytes parameters: the saver sends finished text
+    (blobs as FROM_BASE64 literals), so the driver's own parameter handling never runs."""
+    sent: list[tuple[str, Any]] = []
+    execute = aiomysql.Cursor.execute
+
+    async def spy(self: Any, query: str, args: Any = None) -> Any:
+        sent.append((query, args))
+        return await execute(self, query, args)
+
+    monkeypatch.setattr(aiomysql.Cursor, "execute", spy)
+    async with fresh_saver(MYSQL_URL) as saver:
+        ops = await Ops(saver, MYSQL_URL).seed()
+        for op in (ops.get_latest, ops.put, ops.put_writes, ops.list_thread):
+            await op()
+        prefix = saver.tables.checkpoints[:-1]
+    # (SQLAlchemy's dialect setup sends a few queries of its own when a pool first connects.)
+    ours = [(query, args) for query, args in sent if prefix in query]
+    assert len(ours) > 20
+    assert [(query[:80], args) for query, args in ours if args is not None] == []
+    assert any("FROM_BASE64('" in query for query, _ in ours)
+
+
+async def test_round_trips_counted_on_the_wire() -> None:
+    """Every command the client sends waits for its reply: commands on the wire = round trips.
+
+    The proxy counts the packets that start a command (sequence id 0 after the handshake);
+    the saver's single pooled connection goes through it, and nothing else does.
+    """
+    u = make_url(MYSQL_URL)
+    async with FaultProxy(u.host or "127.0.0.1", u.port or 3306) as proxy:
+        url = proxy.url(
+            user=u.username or "root", password=u.password or "", database=u.database or "test"
         )
+        one_connection = {"pool_size": 1, "max_overflow": 0}
+        async with fresh_saver(url, engine_args=one_connection) as saver:
+            ops = await Ops(saver, url).seed()
+            await ops.get_latest()  # warm the pool
+
+            async def round_trips(op: Any) -> int:
+                connections, before = proxy.stats.connections_total, proxy.stats.commands_seen
+                await op()
+                assert proxy.stats.connections_total == connections, "a reconnect hid in between"
+                return proxy.stats.commands_seen - before
+
+            counts = {
+                name: await round_trips(getattr(ops, name))
+                for name in (
+                    "construct", "get_latest", "get_by_id", "put", "put_inline_only",
+                    "put_writes", "list_thread", "list_limit",
+                )
+            }  # fmt: skip
+            assert counts == {
+                "construct": 0,
+                "get_latest": 1,
+                "get_by_id": 1,
+                "put": 1,  # blobs and checkpoint: two statements, one multi-statement query
+                "put_inline_only": 1,
+                "put_writes": 1,
+                "list_thread": 1,
+                "list_limit": 1,
+            }
 
 
 async def test_list_pages_one_statement_each(url: str, recorder: Recorder) -> None:

@@ -105,7 +105,7 @@ class CutRecord:
     mode: CutMode | None  # None: cut_all()
     source: str  # "arm", "chaos" or "cut_all"
     command: int | None
-    text: str
+    text: str  # the whole command, as sent
 
 
 @dataclass(slots=True)
@@ -756,7 +756,7 @@ class FaultProxy:
             self.stats.cuts[mode] += 1
             if source == "chaos":
                 self.stats.chaos_cuts += 1
-        self.cut_log.append(CutRecord(pair.id, mode, source, command, text[:500]))
+        self.cut_log.append(CutRecord(pair.id, mode, source, command, text))
 
     def _decide(self, command: int, payload: bytes) -> _PendingCut | None:
         self.stats.commands_seen += 1

@@ -1,0 +1,118 @@
+"""engine.Connection.execute_all: statements in order, stopping at the first error; on MySQL one
+multi-statement query per ``max_bytes`` (counted on the wire); values escaped as by execute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pymysql
+import pytest
+from conftest import Target
+from sqlalchemy.engine import make_url
+
+from tests.infra import FaultProxy
+from tidb_memory.engine import get_database
+
+# Each is stored and read back unchanged; none may end a statement or start another.
+AWKWARD = [
+    "x'); DROP TABLE victim; --",
+    "back\\slash and 'quotes' and \"doubles\"",
+    "semi;colon; INSERT INTO victim VALUES (1)",
+    "100% %s %(name)s %%",
+    "nul\x00byte, newline\n, tab\t, ctrl-z\x1a",
+    "emoji 🦜 and 中文",
+    "",
+]
+
+
+def create(target: Target, table: str) -> None:
+    key = "INT PRIMARY KEY" if target.name == "mysql" else "INTEGER PRIMARY KEY"
+    text = "TEXT COLLATE utf8mb4_bin" if target.name == "mysql" else "TEXT"
+    target.execute(f"CREATE TABLE {target.q(table)} (id {key}, v {text} NULL)")
+
+
+def insert(target: Target, table: str) -> str:
+    return f"INSERT INTO {target.q(table)} (id, v) VALUES ({target.ph}, {target.ph})"
+
+
+async def test_statements_run_in_order_and_stop_at_the_first_error(
+    backend: Target, table: str
+) -> None:
+    create(backend, table)
+    db = get_database(backend.url)
+    sql = insert(backend, table)
+    async with db.connection() as conn:
+        await conn.execute_all([(sql, (1, "a")), (sql, (2, "b"))], max_bytes=1 << 20)
+    with pytest.raises(Exception) as raised:
+        async with db.connection() as conn:
+            # The second is a duplicate key: the third must not run.
+            await conn.execute_all(
+                [(sql, (3, "c")), (sql, (1, "dup")), (sql, (4, "d"))], max_bytes=1 << 20
+            )
+    assert "Duplicate" in str(raised.value) or "UNIQUE" in str(raised.value)
+    assert backend.query(f"SELECT id, v FROM {backend.q(table)} ORDER BY id") == [
+        (1, "a"),
+        (2, "b"),
+        (3, "c"),
+    ]
+    # The connection that saw the error is still in step with the server.
+    async with db.connection() as conn:
+        await conn.execute_all([(sql, (5, "e"))], max_bytes=1 << 20)
+        assert await conn.fetchall(f"SELECT COUNT(*) FROM {backend.q(table)}", ()) == [(4,)]
+
+
+async def test_values_are_escaped_like_execute(backend: Target, table: str) -> None:
+    create(backend, table)
+    victim = backend.new_table("victim")
+    backend.execute(f"CREATE TABLE {backend.q(victim)} (id INT)")
+    db = get_database(backend.url)
+    sql = insert(backend, table)
+    values: list[Any] = [*AWKWARD, None]
+    async with db.connection() as conn:
+        await conn.execute_all([(sql, (i, v)) for i, v in enumerate(values)], max_bytes=1 << 20)
+    rows = backend.query(f"SELECT id, v FROM {backend.q(table)} ORDER BY id")
+    assert [v for _, v in rows] == values
+    assert backend.table_exists(victim)
+    assert backend.count(victim) == 0
+
+
+async def test_one_round_trip_per_max_bytes(mysql: Target) -> None:
+    table = mysql.new_table()
+    create(mysql, table)
+    u = make_url(mysql.url)
+    sql = insert(mysql, table)
+    async with FaultProxy(u.host or "127.0.0.1", u.port or 3306) as proxy:
+        url = proxy.url(
+            user=u.username or "root", password=u.password or "", database=u.database or "test"
+        )
+        db = get_database(url)
+
+        async def commands(statements: list[tuple[str, Any]], max_bytes: int) -> int:
+            async with db.connection() as conn:
+                before = proxy.stats.commands_seen
+                await conn.execute_all(statements, max_bytes=max_bytes)
+                return proxy.stats.commands_seen - before
+
+        rows = [(sql, (i, "v" * 100)) for i in range(6)]
+        assert await commands(rows[:3], max_bytes=1 << 20) == 1
+        # Each rendered statement is ~160 bytes: a 400-byte budget holds two of them.
+        assert await commands(rows[3:], max_bytes=400) == 2
+        # A statement over the budget still goes, alone.
+        assert await commands([(sql, (6, "w" * 1000))], max_bytes=400) == 1
+        await db.aclose()
+    assert mysql.count(table) == 7
+
+
+async def test_a_failed_later_statement_reports_its_error(mysql: Target) -> None:
+    table = mysql.new_table()
+    create(mysql, table)
+    db = get_database(mysql.url)
+    sql = insert(mysql, table)
+    with pytest.raises(pymysql.err.ProgrammingError, match="doesn't exist"):
+        async with db.connection() as conn:
+            await conn.execute_all(
+                [(sql, (1, "kept")), ("INSERT INTO no_such_table_zz VALUES (%s)", (1,))],
+                max_bytes=1 << 20,
+            )
+    # Statements are not a transaction: the first one ran, as it would have alone.
+    assert mysql.query(f"SELECT v FROM {mysql.q(table)}") == [("kept",)]
