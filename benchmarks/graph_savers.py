@@ -3,8 +3,8 @@
 Workload per round: ``--threads`` conversations x ``--turns`` turns, ``--concurrency`` turns in
 flight (a thread's turns run in order), each turn one ``ainvoke`` with a realistic human
 message; node ``model`` answers with a realistic AI message, node ``audit`` appends a short
-note. So a turn is one ``aget_tuple``, three ``aput`` and two ``aput_writes`` (durability
-"async", LangGraph's default).
+note. So a turn is one ``aget_tuple``, four ``aput`` (the input, then one per super-step)
+and three ``aput_writes`` (durability "async", LangGraph's default).
 
 Savers, run alternately (A B C A B C ...) for ``--rounds`` rounds in one process, each round on
 fresh thread ids:
@@ -15,10 +15,13 @@ fresh thread ids:
 * ``mysql``     langgraph-checkpoint-mysql's AIOMySQLSaver, if installed: reported as it runs
                 or fails (with aiomysql 0.3.2 and PyMySQL >= 1.2 it cannot send bytes).
 
+The "vs" columns are the median of per-round ratios: the savers of one round run back to back,
+so pairing them by round cancels the machine getting faster or slower during the run.
+
 Each saver gets its own tables (a prefix on MySQL, a schema on Postgres, a database for
 langgraph-checkpoint-mysql), dropped at the end.
 
-Run:  python benchmarks/graph_savers.py [--rounds 3] [--only tidb,postgres,memory] [--json]
+Run:  python benchmarks/graph_savers.py [--rounds 5] [--only tidb,postgres,memory] [--json]
 """
 
 from __future__ import annotations
@@ -275,8 +278,6 @@ async def amain(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace, results: dict[str, Result]) -> None:
     pg = results.get("postgres")
     mem = results.get("memory")
-    pg_rate = pg.turns_per_s if pg else None
-    mem_rate = mem.turns_per_s if mem else None
     if args.json:
         emit(
             json.dumps(
@@ -289,7 +290,14 @@ def report(args: argparse.Namespace, results: dict[str, Result]) -> None:
                     },
                     "versions": versions(),
                     "results": [
-                        {**asdict(r), "turns_per_s": r.turns_per_s} for r in results.values()
+                        {
+                            **asdict(r),
+                            "turns_per_s": r.turns_per_s,
+                            "vs_postgres_per_round": per_round(r, pg),
+                            "vs_postgres": paired(r, pg),
+                            "vs_memory": paired(r, mem),
+                        }
+                        for r in results.values()
                     ],
                 },
                 indent=2,
@@ -298,20 +306,22 @@ def report(args: argparse.Namespace, results: dict[str, Result]) -> None:
         return
     emit(
         f"graph savers: {args.threads} threads x {args.turns} turns, concurrency "
-        f"{args.concurrency}, {args.rounds} rounds (median turns/s); MySQL {safe_url(args.url)}"
+        f"{args.concurrency}, {args.rounds} rounds (median turns/s; ratios: median of the "
+        f"per-round ratios); MySQL {safe_url(args.url)}"
     )
     rows = []
     for r in results.values():
         rate = r.turns_per_s
         lat = r.latencies_ms
+        vs_pg, vs_mem = paired(r, pg), paired(r, mem)
         rows.append(
             [
                 r.name,
                 fmt_num(rate) if rate else "-",
                 fmt_num(percentile(lat, 50), 2) if lat else "-",
                 fmt_num(percentile(lat, 99), 2) if lat else "-",
-                f"{rate / pg_rate:.2f}x" if rate and pg_rate else "-",
-                f"{rate / mem_rate:.2f}x" if rate and mem_rate else "-",
+                f"{vs_pg:.2f}x" if vs_pg else "-",
+                f"{vs_mem:.2f}x" if vs_mem else "-",
                 "ok" if r.error is None else f"FAILED: {r.error[:90]}",
             ]
         )
@@ -321,6 +331,24 @@ def report(args: argparse.Namespace, results: dict[str, Result]) -> None:
             rows,
         )
     )
+    if pg is not None and pg.rounds:
+        for r in results.values():
+            ratios = per_round(r, pg)
+            if r is not pg and ratios:
+                emit(f"{r.name} / postgres per round: " + ", ".join(f"{x:.2f}" for x in ratios))
+
+
+def per_round(result: Result, base: Result | None) -> list[float]:
+    """``result``'s turns/s over ``base``'s, round by round (the rounds ran back to back)."""
+    if base is None:
+        return []
+    return [a / b for a, b in zip(result.rounds, base.rounds, strict=False)]
+
+
+def paired(result: Result, base: Result | None) -> float | None:
+    """The median per-round ratio: pairing by round cancels the machine's drift over the run."""
+    ratios = per_round(result, base)
+    return median(ratios) if ratios else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -330,7 +358,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=50, help="threads per round (%(default)s)")
     p.add_argument("--turns", type=int, default=5, help="turns per thread (%(default)s)")
     p.add_argument("--concurrency", type=int, default=16, help="turns in flight (%(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (%(default)s)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds (%(default)s)")
     p.add_argument("--only", help=f"comma-separated subset of: {','.join(ALL_SAVERS)}")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--verbose", action="store_true", help="print tracebacks of failures")

@@ -28,7 +28,6 @@ import threading
 import weakref
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
@@ -675,28 +674,16 @@ class Database:
             )
         return engine
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """Check a driver connection out of the pool for the running loop.
+    def connection(self) -> _Checkout:
+        """Check a driver connection out of the pool for the running loop:
+        ``async with db.connection() as conn: ...``.
 
         A connection whose use ended in a broken state (a lost connection, a cancelled query,
         anything but a complete server reply) is discarded instead of being returned. A lost
         connection also marks every older connection of the pool stale, as SQLAlchemy does, so
         a server restart costs one failed attempt, not one per pooled connection.
         """
-        engine = await self.engine()
-        pool = engine.sync_engine.pool
-        fairy = await greenlet_spawn(pool.connect)
-        try:
-            yield Connection(fairy, self.backend, self.spec.read_timeout)
-        except BaseException as exc:
-            if _reusable(exc):
-                await _checkin(pool, fairy)
-            else:
-                await greenlet_spawn(_discard, pool, fairy, exc)
-            raise
-        else:
-            await _checkin(pool, fairy)
+        return _Checkout(self)
 
     # -- crossing loops and threads
 
@@ -758,6 +745,30 @@ class Database:
     def close(self) -> None:
         """Synchronous :meth:`aclose`."""
         _bridge.BRIDGE.call(self.aclose, _blocked=_caller_loop())
+
+
+class _Checkout:
+    """The context manager :meth:`Database.connection` returns (a class, not a generator: it
+    runs on every call, and a generator-based one costs more than the checkout itself)."""
+
+    __slots__ = ("_db", "_fairy", "_pool")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def __aenter__(self) -> Connection:
+        db = self._db
+        self._pool = pool = (await db.engine()).sync_engine.pool
+        self._fairy = fairy = await greenlet_spawn(pool.connect)
+        return Connection(fairy, db.backend, db.spec.read_timeout)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None or _reusable(exc):
+            await _checkin(self._pool, self._fairy)
+        else:
+            await greenlet_spawn(_discard, self._pool, self._fairy, exc)
 
 
 def _reusable(exc: BaseException) -> bool:
