@@ -432,6 +432,10 @@ class Ops:
         writes = [("a", [1]), ("b", "x"), (ERROR, "e")]
         await self.saver.aput_writes(self.configs[0], writes, f"t{next(self.serial)}")
 
+    async def put_writes_of_ten_tasks(self) -> None:
+        # As a super-step's tasks finish together: their writes share one round trip.
+        await asyncio.gather(*(self.put_writes() for _ in range(10)))
+
     async def list_thread(self) -> None:
         assert len([t async for t in self.saver.alist(config(self.thread))]) == 5
 
@@ -512,7 +516,7 @@ async def test_round_trips_counted_on_the_wire() -> None:
                 name: await round_trips(getattr(ops, name))
                 for name in (
                     "construct", "get_latest", "get_by_id", "put", "put_inline_only",
-                    "put_writes", "list_thread", "list_limit",
+                    "put_writes", "put_writes_of_ten_tasks", "list_thread", "list_limit",
                 )
             }  # fmt: skip
             assert counts == {
@@ -522,6 +526,7 @@ async def test_round_trips_counted_on_the_wire() -> None:
                 "put": 1,  # blobs and checkpoint: two statements, one multi-statement query
                 "put_inline_only": 1,
                 "put_writes": 1,
+                "put_writes_of_ten_tasks": 1,
                 "list_thread": 1,
                 "list_limit": 1,
             }

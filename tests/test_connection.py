@@ -1,8 +1,15 @@
-"""engine.Connection.execute_all: statements in order, stopping at the first error; on MySQL one
-multi-statement query per ``max_bytes`` (counted on the wire); values escaped as by execute."""
+"""Writes through the engine.
+
+* ``Connection.execute_all``: statements in order, stopping at the first error; on MySQL one
+  multi-statement query per ``max_bytes`` (counted on the wire); values escaped as by execute.
+* ``Database.execute_grouped``: idempotent writes submitted in the same event-loop iteration
+  share one connection and one round trip; a failure is sorted out member by member.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from typing import Any
 
 import pymysql
@@ -116,3 +123,76 @@ async def test_a_failed_later_statement_reports_its_error(mysql: Target) -> None
             )
     # Statements are not a transaction: the first one ran, as it would have alone.
     assert mysql.query(f"SELECT v FROM {mysql.q(table)}") == [("kept",)]
+
+
+def upsert(target: Target, table: str) -> str:
+    """An idempotent insert: execute_grouped may run it twice."""
+    if target.name == "mysql":
+        return insert(target, table) + " ON DUPLICATE KEY UPDATE v = VALUES(v)"
+    return insert(target, table) + " ON CONFLICT (id) DO UPDATE SET v = excluded.v"
+
+
+async def test_writes_of_one_iteration_share_one_round_trip(mysql: Target) -> None:
+    table = mysql.new_table()
+    create(mysql, table)
+    u = make_url(mysql.url)
+    sql = upsert(mysql, table)
+    async with FaultProxy(u.host or "127.0.0.1", u.port or 3306) as proxy:
+        url = proxy.url(
+            user=u.username or "root", password=u.password or "", database=u.database or "test"
+        )
+        db = get_database(url)
+        await db.execute_grouped([(sql, (0, "warm"))], max_bytes=1 << 20)
+        before = proxy.stats.commands_seen
+        await asyncio.gather(
+            *(db.execute_grouped([(sql, (i, f"v{i}"))], max_bytes=1 << 20) for i in range(1, 11))
+        )
+        assert proxy.stats.commands_seen - before == 1
+        # One after the other, each write is its own round trip.
+        before = proxy.stats.commands_seen
+        for i in range(11, 14):
+            await db.execute_grouped([(sql, (i, f"v{i}"))], max_bytes=1 << 20)
+        assert proxy.stats.commands_seen - before == 3
+        await db.aclose()
+    assert mysql.query(f"SELECT COUNT(*), MIN(id), MAX(id) FROM {mysql.q(table)}") == [(14, 0, 13)]
+
+
+async def test_a_failing_member_gets_its_own_error_and_the_others_are_stored(
+    backend: Target, table: str
+) -> None:
+    create(backend, table)
+    db = get_database(backend.url)
+    sql = upsert(backend, table)
+    bad = f"INSERT INTO no_such_table_zz (id) VALUES ({backend.ph})"
+    results = await asyncio.gather(
+        db.execute_grouped([(sql, (1, "a"))], max_bytes=1 << 20),
+        db.execute_grouped([(sql, (2, "b")), (bad, (1,))], max_bytes=1 << 20),
+        db.execute_grouped([(sql, (3, "c"))], max_bytes=1 << 20),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], pymysql.err.ProgrammingError | sqlite3.OperationalError)
+    assert backend.query(f"SELECT id, v FROM {backend.q(table)} ORDER BY id") == [
+        (1, "a"),
+        (2, "b"),
+        (3, "c"),
+    ]
+
+
+async def test_a_lone_failing_write_raises_at_once(mysql: Target) -> None:
+    table = mysql.new_table()
+    create(mysql, table)
+    u = make_url(mysql.url)
+    async with FaultProxy(u.host or "127.0.0.1", u.port or 3306) as proxy:
+        url = proxy.url(
+            user=u.username or "root", password=u.password or "", database=u.database or "test"
+        )
+        db = get_database(url)
+        await db.execute_grouped([(upsert(mysql, table), (1, "warm"))], max_bytes=1 << 20)
+        before = proxy.stats.commands_seen
+        with pytest.raises(pymysql.err.ProgrammingError, match="doesn't exist"):
+            await db.execute_grouped(
+                [("INSERT INTO no_such_table_zz (id) VALUES (%s)", (1,))], max_bytes=1 << 20
+            )
+        assert proxy.stats.commands_seen - before == 1  # not run a second time
+        await db.aclose()

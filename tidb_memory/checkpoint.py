@@ -1125,8 +1125,7 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
 
     async def _put(self, prepared: _Prepared) -> None:
         async def attempt() -> None:
-            async with self.db.connection() as conn:
-                await conn.execute_all(prepared.statements, max_bytes=_STATEMENT_BYTES)
+            await self.db.execute_grouped(prepared.statements, max_bytes=_STATEMENT_BYTES)
 
         await retrying(attempt, policy=self.retry, operation="aput", table=self.tables.checkpoints)
 
@@ -1178,8 +1177,7 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
 
     async def _put_writes(self, statements: _List[tuple[str, _List[Any]]]) -> None:
         async def attempt() -> None:
-            async with self.db.connection() as conn:
-                await conn.execute_all(statements, max_bytes=_STATEMENT_BYTES)
+            await self.db.execute_grouped(statements, max_bytes=_STATEMENT_BYTES)
 
         await retrying(
             attempt, policy=self.retry, operation="aput_writes", table=self.tables.writes

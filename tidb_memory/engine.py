@@ -650,6 +650,10 @@ class Database:
         self._engine_kwargs = dict(engine_kwargs or {})
         self._pinned_engine = engine
         self._pinned_loop: asyncio.AbstractEventLoop | None = None
+        self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _WriteGroup] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._groups_lock = threading.Lock()
         self.server_info: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -684,6 +688,28 @@ class Database:
         a server restart costs one failed attempt, not one per pooled connection.
         """
         return _Checkout(self)
+
+    async def execute_grouped(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], *, max_bytes: int
+    ) -> None:
+        """Run idempotent write ``statements`` in order, sharing one connection and one
+        round trip with the other writes submitted in the same event-loop iteration.
+
+        Concurrent writers (the pending writes and checkpoints of many graph runs) then cost a
+        round trip per iteration instead of one each. If a shared attempt fails, nobody can tell
+        which statements ran, so every member runs its own statements again, alone: that is
+        only safe for statements that change nothing when repeated, which is why only those may
+        come here. A member's error is then its own, as if it had never shared.
+        """
+        loop = asyncio.get_running_loop()
+        group = self._groups.get(loop)
+        if group is None:
+            with self._groups_lock:
+                group = self._groups.setdefault(loop, _WriteGroup(self))
+        if await group.join(statements, max_bytes):
+            return
+        async with self.connection() as conn:
+            await conn.execute_all(statements, max_bytes=max_bytes)
 
     # -- crossing loops and threads
 
@@ -769,6 +795,59 @@ class _Checkout:
             await _checkin(self._pool, self._fairy)
         else:
             await greenlet_spawn(_discard, self._pool, self._fairy, exc)
+
+
+#: A write waiting in a :class:`_WriteGroup`: its statements, their send budget, its outcome.
+_Member = tuple[Sequence[tuple[str, Sequence[Any]]], int, "asyncio.Future[bool]"]
+
+
+class _WriteGroup:
+    """The writes of one :class:`Database` on one event loop that wait for the next flush."""
+
+    __slots__ = ("_db", "_pending", "_tasks")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: list[_Member] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    async def join(self, statements: Sequence[tuple[str, Sequence[Any]]], max_bytes: int) -> bool:
+        """Wait for ``statements`` to run with the group: True once they did, False if the
+        shared attempt failed (run them alone). A group of one raises its own error."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)  # after every writer of this iteration has joined
+        self._pending.append((statements, max_bytes, future))
+        return await future
+
+    def _flush(self) -> None:
+        members, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._run(members))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, members: list[_Member]) -> None:
+        try:
+            async with self._db.connection() as conn:
+                await conn.execute_all(
+                    [statement for statements, _, _ in members for statement in statements],
+                    max_bytes=min(max_bytes for _, max_bytes, _ in members),
+                )
+        except BaseException as exc:
+            for _, _, future in members:
+                if future.done():
+                    continue
+                if len(members) == 1 and isinstance(exc, Exception):
+                    future.set_exception(exc)
+                else:
+                    future.set_result(False)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for _, _, future in members:
+                if not future.done():
+                    future.set_result(True)
 
 
 def _reusable(exc: BaseException) -> bool:
