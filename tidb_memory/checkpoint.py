@@ -31,7 +31,8 @@ per page of :attr:`AsyncTiDBSaver.list_page_size` checkpoints.
 Every write is keyed and idempotent, so the retry policy may repeat one after a lost connection
 without duplicating or losing anything. Blobs are content-addressed by (channel, version), so
 they are written first and the checkpoint row is the commit point; a blob orphaned by a failed
-``aput`` is harmless and is reused by the retry.
+``aput`` is harmless and is reused by the retry. Because every write is idempotent, the writes of
+concurrent calls may also share a round trip (:meth:`Database.execute_grouped`).
 
 The SQL avoids what TiDB does not run (``JSON_TABLE``, the ``INSERT ... AS new`` row alias,
 ``RETURNING``, ``CREATE INDEX IF NOT EXISTS``), and never sends a ``bytes`` parameter to aiomysql
@@ -1041,8 +1042,9 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         """Store a checkpoint; its parent is the checkpoint ``config`` names.
 
         One round trip on MySQL and TiDB: the changed blobs' insert and the checkpoint's upsert
-        travel as one multi-statement query (on SQLite, two statements). Idempotent: storing
-        the same checkpoint again changes nothing.
+        travel as one multi-statement query (on SQLite, two statements), shared with the other
+        writes of the same event-loop iteration. Idempotent: storing the same checkpoint again
+        changes nothing.
 
         Raises:
             CheckpointTooLargeError: a value is over ``max_blob_bytes``; nothing was written.
@@ -1136,7 +1138,8 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """Store a task's pending writes for the checkpoint ``config`` names. One round trip.
+        """Store a task's pending writes for the checkpoint ``config`` names. One round trip,
+        shared with the other writes of the same event-loop iteration.
 
         Special writes (error, interrupt, resume, scheduled) replace earlier ones of the same
         task; normal writes keep the first value stored, so a retry never duplicates them.
