@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from typing import Any
 
@@ -196,3 +197,42 @@ async def test_a_lone_failing_write_raises_at_once(mysql: Target) -> None:
             )
         assert proxy.stats.commands_seen - before == 1  # not run a second time
         await db.aclose()
+
+
+# Every character MySQL escapes, both quotes, and text that is not ASCII.
+_ALPHABET = "\\'\"\x00\n\r\x1a\t%;-/* abcXYZ019éü中🦜\u2028\x7f"
+
+
+def random_texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(_ALPHABET) for _ in range(rng.randint(0, 40))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("no_backslash_escapes", [False, True], ids=["default", "ansi-quotes"])
+async def test_random_text_round_trips_through_the_server(
+    mysql: Target, no_backslash_escapes: bool
+) -> None:
+    """The engine's own escaping, checked against the server itself, in both quoting modes
+    (NO_BACKSLASH_ESCAPES makes a backslash an ordinary character)."""
+    table = mysql.new_table()
+    create(mysql, table)
+    texts = [*AWKWARD, *random_texts(300, seed=int(no_backslash_escapes))]
+    db = get_database(mysql.url, engine_args={"pool_size": 1, "max_overflow": 0})
+    async with db.connection() as conn:
+        if no_backslash_escapes:
+            await conn.execute(
+                "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')", ()
+            )
+        try:
+            sql = insert(mysql, table)
+            await conn.execute_all(
+                [(sql, (i, text)) for i, text in enumerate(texts)], max_bytes=1 << 20
+            )
+            rows = await conn.fetchall(
+                f"SELECT v FROM {mysql.q(table)} WHERE v IN ({', '.join(['%s'] * len(texts))}) "
+                "ORDER BY id",
+                texts,
+            )
+        finally:
+            await conn.execute("SET SESSION sql_mode = DEFAULT", ())
+    assert [v for (v,) in rows] == texts
