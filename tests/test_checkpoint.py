@@ -496,11 +496,8 @@ async def test_round_trips_counted_on_the_wire() -> None:
     The proxy counts the packets that start a command (sequence id 0 after the handshake);
     the saver's single pooled connection goes through it, and nothing else does.
     """
-    u = make_url(MYSQL_URL)
-    async with FaultProxy(u.host or "127.0.0.1", u.port or 3306) as proxy:
-        url = proxy.url(
-            user=u.username or "root", password=u.password or "", database=u.database or "test"
-        )
+    async with FaultProxy.in_front_of(MYSQL_URL) as proxy:
+        url = proxy.url_for(MYSQL_URL)
         one_connection = {"pool_size": 1, "max_overflow": 0}
         async with fresh_saver(url, engine_args=one_connection) as saver:
             ops = await Ops(saver, url).seed()

@@ -16,7 +16,6 @@ from typing import Any
 import pymysql
 import pytest
 from conftest import Target
-from sqlalchemy.engine import make_url
 
 from tests.infra import FaultProxy
 from tidb_memory.engine import get_database
@@ -87,12 +86,9 @@ async def test_values_are_escaped_like_execute(backend: Target, table: str) -> N
 async def test_one_round_trip_per_max_bytes(mysql: Target) -> None:
     table = mysql.new_table()
     create(mysql, table)
-    u = make_url(mysql.url)
     sql = insert(mysql, table)
-    async with FaultProxy(u.host or "127.0.0.1", u.port or 3306) as proxy:
-        url = proxy.url(
-            user=u.username or "root", password=u.password or "", database=u.database or "test"
-        )
+    async with FaultProxy.in_front_of(mysql.url) as proxy:
+        url = proxy.url_for(mysql.url)
         db = get_database(url)
 
         async def commands(statements: list[tuple[str, Any]], max_bytes: int) -> int:
@@ -136,12 +132,9 @@ def upsert(target: Target, table: str) -> str:
 async def test_writes_of_one_iteration_share_one_round_trip(mysql: Target) -> None:
     table = mysql.new_table()
     create(mysql, table)
-    u = make_url(mysql.url)
     sql = upsert(mysql, table)
-    async with FaultProxy(u.host or "127.0.0.1", u.port or 3306) as proxy:
-        url = proxy.url(
-            user=u.username or "root", password=u.password or "", database=u.database or "test"
-        )
+    async with FaultProxy.in_front_of(mysql.url) as proxy:
+        url = proxy.url_for(mysql.url)
         db = get_database(url)
         await db.execute_grouped([(sql, (0, "warm"))], max_bytes=1 << 20)
         before = proxy.stats.commands_seen
@@ -183,11 +176,8 @@ async def test_a_failing_member_gets_its_own_error_and_the_others_are_stored(
 async def test_a_lone_failing_write_raises_at_once(mysql: Target) -> None:
     table = mysql.new_table()
     create(mysql, table)
-    u = make_url(mysql.url)
-    async with FaultProxy(u.host or "127.0.0.1", u.port or 3306) as proxy:
-        url = proxy.url(
-            user=u.username or "root", password=u.password or "", database=u.database or "test"
-        )
+    async with FaultProxy.in_front_of(mysql.url) as proxy:
+        url = proxy.url_for(mysql.url)
         db = get_database(url)
         await db.execute_grouped([(upsert(mysql, table), (1, "warm"))], max_bytes=1 << 20)
         before = proxy.stats.commands_seen

@@ -621,6 +621,21 @@ class FaultProxy:
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
+    @classmethod
+    def in_front_of(cls, url: str) -> FaultProxy:
+        """A proxy to the server a SQLAlchemy URL names (use it with ``async with``)."""
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        return cls(parsed.host or "127.0.0.1", parsed.port or 3306)
+
+    def url_for(self, url: str) -> str:
+        """``url`` (user, password, database, options) through the proxy."""
+        from sqlalchemy.engine import make_url
+
+        through = make_url(url).set(host=self.host, port=self.port)
+        return through.render_as_string(hide_password=False)
+
     def url(
         self,
         *,
