@@ -69,6 +69,15 @@ def mysql_params(url: str = MYSQL_URL) -> dict[str, Any]:
     }
 
 
+async def aiomysql_connect(url: str = MYSQL_URL) -> Any:
+    """A raw aiomysql connection (autocommit) beside the library, e.g. to read server status."""
+    import aiomysql
+
+    params = mysql_params(url)
+    params["db"] = params.pop("database")
+    return await aiomysql.connect(**params)
+
+
 def mysql_url_for(user: str, password: str = "") -> str:
     """The test server's URL with another user (and password)."""
     parsed = make_url(MYSQL_URL).set(username=user, password=password or None)

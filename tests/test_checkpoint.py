@@ -19,6 +19,7 @@ from typing import Any
 
 import aiomysql
 import pytest
+from conftest import MYSQL_URL, aiomysql_connect
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
@@ -31,7 +32,6 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
-from sqlalchemy.engine import make_url
 
 import tidb_memory
 from tests.infra import FaultProxy
@@ -52,7 +52,6 @@ from tidb_memory.checkpoint import (
 from tidb_memory.engine import Connection
 from tidb_memory.errors import InvalidInputError, MessageTooLargeError, SchemaError, StorageError
 
-MYSQL_URL = os.environ.get("TIDB_MEMORY_TEST_URL") or "mysql+aiomysql://root@127.0.0.1:3306/test"
 BACKENDS = ["mysql", "sqlite"]
 
 
@@ -356,15 +355,7 @@ class ServerCounter:
 
 @asynccontextmanager
 async def server_counter(saver: AsyncTiDBSaver) -> AsyncIterator[ServerCounter]:
-    u = make_url(MYSQL_URL)
-    conn = await aiomysql.connect(
-        host=u.host or "127.0.0.1",
-        port=u.port or 3306,
-        user=u.username or "root",
-        password=u.password or "",
-        db=u.database,
-        autocommit=True,
-    )
+    conn = await aiomysql_connect(MYSQL_URL)
     try:
         yield ServerCounter(conn, saver)
     finally:

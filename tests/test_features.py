@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiomysql
 import pytest
-from conftest import MYSQL_URL, Target
+from conftest import MYSQL_URL, Target, aiomysql_connect
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import (
     AIMessage,
@@ -28,7 +27,6 @@ from langchain_core.messages import (
 )
 from langchain_core.runnables import RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
-from sqlalchemy.engine import make_url
 
 from tidb_memory import (
     UNSET,
@@ -187,15 +185,7 @@ ONE_CONNECTION = {"pool_size": 1, "max_overflow": 0}
 
 @pytest.fixture
 async def round_trips(mysql: Target) -> Any:
-    u = make_url(MYSQL_URL)
-    conn = await aiomysql.connect(
-        host=u.host or "127.0.0.1",
-        port=u.port or 3306,
-        user=u.username or "root",
-        password=u.password or "",
-        db=u.database,
-        autocommit=True,
-    )
+    conn = await aiomysql_connect(MYSQL_URL)
     try:
         yield RoundTrips(conn)
     finally:
