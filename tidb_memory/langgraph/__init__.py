@@ -1,0 +1,1 @@
+"""LangGraph persistence on TiDB: the checkpointer (saver) and the long-term store."""
