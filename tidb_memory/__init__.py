@@ -45,6 +45,8 @@ from .store import SessionPage as SessionPage
 if TYPE_CHECKING:
     from .checkpoint import AsyncTiDBSaver as AsyncTiDBSaver
     from .checkpoint import TiDBSaver as TiDBSaver
+    from .langgraph.store import AsyncTiDBStore as AsyncTiDBStore
+    from .langgraph.store import TiDBStore as TiDBStore
 
 try:
     __version__ = version("tidb-memory")
@@ -54,6 +56,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "AsyncTiDBChatMessageHistory",
     "AsyncTiDBSaver",
+    "AsyncTiDBStore",
     "ConfigurationError",
     "ConnectError",
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -76,6 +79,7 @@ __all__ = [
     "TiDBChatMessageHistory",
     "TiDBMemoryError",
     "TiDBSaver",
+    "TiDBStore",
     "UNSET",
     "__version__",
     "aclose_all",
@@ -96,4 +100,12 @@ def __getattr__(name: str) -> Any:
                 f"tidb_memory.{name} needs LangGraph: pip install 'tidb-memory[langgraph]'"
             ) from exc
         return getattr(checkpoint, name)
+    if name in ("AsyncTiDBStore", "TiDBStore"):
+        try:
+            from .langgraph import store
+        except ModuleNotFoundError as exc:
+            raise ImportError(
+                f"tidb_memory.{name} needs LangGraph: pip install 'tidb-memory[langgraph]'"
+            ) from exc
+        return getattr(store, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -640,6 +640,51 @@ class Connection:
         if group:
             await self._send(";".join(group))
 
+    async def fetch_script(
+        self, statements: Sequence[tuple[str, Sequence[Any], bool]], *, max_bytes: int
+    ) -> list[list[Any] | None]:
+        """Run ``(sql, params, wants_rows)`` statements in order, stopping at the first that
+        fails, and return the rows of those that want them (``None`` for the others).
+
+        As :meth:`execute_all`, consecutive statements travel as one multi-statement query of
+        at most ``max_bytes`` on MySQL and TiDB: a batch of reads and writes is one round trip.
+        """
+        if self.backend != "mysql" or not self.driver.client_flag & _MULTI_STATEMENTS:
+            out: list[list[Any] | None] = []
+            for sql, params, wants in statements:
+                if wants:
+                    out.append(await self.fetchall(sql, params))
+                else:
+                    await self.execute(sql, params)
+                    out.append(None)
+            return out
+        results: list[list[Any] | None] = []
+        group: list[tuple[str, bool]] = []
+        size = 0
+        for sql, params, wants in statements:
+            text = _render(self.driver, sql, params)
+            if group and size + len(text) > max_bytes:
+                results += await self._send_script(group)
+                group, size = [], 0
+            group.append((text, wants))
+            size += len(text) + 1
+        if group:
+            results += await self._send_script(group)
+        return results
+
+    async def _send_script(self, group: list[tuple[str, bool]]) -> list[list[Any] | None]:
+        cur = self.driver.cursorclass(self.driver, False)
+        out: list[list[Any] | None] = []
+        async with asyncio.timeout(self.read_timeout):
+            await cur.execute(";".join(text for text, _ in group))
+            for index, (_, wants) in enumerate(group):
+                if index:
+                    await cur.nextset()
+                out.append(list(cur._rows or ()) if wants else None)
+            while await cur.nextset():  # every result must be read, or the next call breaks
+                pass
+        return out
+
     async def _send(self, text: str) -> None:
         cur = self.driver.cursorclass(self.driver, False)
         async with asyncio.timeout(self.read_timeout):
