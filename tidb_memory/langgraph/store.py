@@ -241,7 +241,7 @@ class AsyncTiDBStore(BaseStore):
         loop = asyncio.get_running_loop()
         group = self._groups.get(loop)
         if group is None:
-            group = self._groups.setdefault(loop, BatchGroup(self._execute))
+            group = self._groups.setdefault(loop, BatchGroup(lambda plan: self._execute(plan)))
         return await group.join(checked)
 
     async def _execute(self, p: Plan) -> list[Any]:
