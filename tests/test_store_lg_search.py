@@ -291,9 +291,10 @@ def test_tidb_vector_ddl_and_search_statements_as_text() -> None:
         "memories\x00u1\x01",
     ]
     assert search.params[-2:] == [5, 10]
-    ann = sql.approximate_search_statement(t, candidates=40)
+    ann = sql.approximate_search_statement(t, query_vector="[1.0]", now=7, candidates=40)
     # The HNSW index serves only ORDER BY distance LIMIT without a WHERE: the inner query.
-    assert "FROM `store_vectors` ORDER BY d LIMIT 40) a JOIN `store` i" in ann
+    assert "FROM `store_vectors` ORDER BY d LIMIT 40) a JOIN `store` i" in ann.sql
+    assert ann.params == ["[1.0]", 7] and not ann.paged
     assert sql.insert_vectors_statement("mysql", t, [["n", "k", "f", "[1.0]"]], tidb_vectors=True)[
         0
     ].endswith("VALUES (%s, %s, %s, VEC_FROM_TEXT(%s))")
@@ -306,3 +307,38 @@ def test_vector_encodings() -> None:
     text = vector_literal(v)
     assert text.startswith("[") and text.endswith("]")
     assert [float(x) for x in text[1:-1].split(",")] == pytest.approx(v, rel=1e-6)
+
+
+def test_the_store_sends_tidb_statements_on_tidb() -> None:
+    """What a TiDB v8.4+ server receives: vector text, server-side distance, the HNSW path."""
+    from langgraph.store.base import SearchOp
+
+    from tidb_memory.langgraph._store_plan import plan
+
+    emb = WordEmbeddings(DIMS)
+    store = AsyncTiDBStore(
+        "mysql+aiomysql://u@tidb.invalid:4000/db", index=index(emb), approximate_search=True
+    )
+    p = plan(
+        [
+            PutOp(("m", "u1"), "k", {"text": "tea"}),
+            SearchOp(("m", "u1"), query="tea", limit=3),
+            SearchOp((), query="tea", limit=3),
+            SearchOp((), query="tea", filter={"n": 1}, limit=3),
+        ],
+        max_value_bytes=1000,
+    )
+    vector = [0.5] * DIMS
+    script, _ = store._script(p, 1, {(("m", "u1"), "k"): [("text", vector)]}, {"tea": vector}, True)
+    texts = [text for text, _, _ in script]
+    assert "VEC_COSINE_DISTANCE(v.embedding, VEC_FROM_TEXT(%s))" in texts[0]  # in a namespace
+    assert "ORDER BY d LIMIT 40) a JOIN" in texts[1]  # the whole store: HNSW
+    assert "VEC_COSINE_DISTANCE(v.embedding" in texts[2]  # a filter: exact again
+    assert texts[-1].endswith("VALUES (%s, %s, %s, VEC_FROM_TEXT(%s))")
+    assert script[-1][1][-1] == vector_literal(vector)
+    # Elsewhere: float32 bytes and the vectors come back for the client to score.
+    script, _ = store._script(
+        p, 1, {(("m", "u1"), "k"): [("text", vector)]}, {"tea": vector}, False
+    )
+    assert "VEC_" not in " ".join(text for text, _, _ in script)
+    assert script[-1][1][-1].data == pack(vector)

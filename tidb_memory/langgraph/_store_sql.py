@@ -515,18 +515,21 @@ def search_statement(
     return Search(sql, params, paged)
 
 
-def approximate_search_statement(t: StoreTables, *, candidates: int) -> str:
+def approximate_search_statement(
+    t: StoreTables, *, query_vector: str, now: int, candidates: int
+) -> Search:
     """TiDB's whole-table approximate search: the HNSW index serves the inner ``ORDER BY
-    distance LIMIT`` only while it has no ``WHERE``, so expiry is checked on the candidates.
-    Parameters: the query vector, ``candidates``, now."""
+    distance LIMIT`` only while it has no ``WHERE``, so expiry is checked on the candidates
+    and the client pages."""
     items, vectors = quote("mysql", t.items), quote("mysql", t.vectors)
-    return (
+    text = (
         f"SELECT {ITEM_COLUMNS}, MIN(a.d) AS d FROM (SELECT ns, item_key, "
         f"VEC_COSINE_DISTANCE(embedding, VEC_FROM_TEXT(%s)) AS d FROM {vectors} "
         f"ORDER BY d LIMIT {int(candidates)}) a JOIN {items} i ON i.ns = a.ns AND "
         f"i.item_key = a.item_key WHERE {live('mysql')} GROUP BY {ITEM_COLUMNS} "
         "ORDER BY d, i.updated_at DESC, i.ns, i.item_key"
     )
+    return Search(text, [query_vector, now], paged=False)
 
 
 def namespaces_statement(

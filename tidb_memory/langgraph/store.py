@@ -333,7 +333,13 @@ class AsyncTiDBStore(BaseStore):
             readers.append(lambda rows: self._read_gets(p, rows))
         for s in p.searches:
             query = queries.get(s.op.query or "")
-            if query is not None and tidb:
+            whole = not s.op.namespace_prefix and not s.conditions
+            if query is not None and tidb and self.approximate_search and whole:
+                statement = sql.approximate_search_statement(
+                    t, query_vector=vector_literal(query), now=now,
+                    candidates=max(4 * (s.offset + s.limit), 40),
+                )  # fmt: skip
+            elif query is not None and tidb:
                 statement = sql.search_statement(
                     backend, t, prefix=s.op.namespace_prefix, conditions=s.conditions, now=now,
                     limit=s.limit, offset=s.offset, query_vector=vector_literal(query),
