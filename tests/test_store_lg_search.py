@@ -16,6 +16,7 @@ from tests.graph.embeddings import WordEmbeddings
 from tests.graph.stores import fresh_store
 from tests.infra import FaultProxy
 from tidb_memory.langgraph import _store_sql as sql
+from tidb_memory.langgraph._store_filter import compile_filter
 from tidb_memory.langgraph._vectors import pack, tidb_has_vectors, unpack, vector_literal
 from tidb_memory.langgraph.store import AsyncTiDBStore
 
@@ -271,7 +272,7 @@ def test_tidb_vector_ddl_and_search_statements_as_text() -> None:
         "((VEC_COSINE_DISTANCE(`embedding`))) USING HNSW",
     ]
     search = sql.search_statement(
-        "mysql", t, prefix=("memories", "u1"), conditions=sql.compile_filter({"kind": "fact"}),
+        "mysql", t, prefix=("memories", "u1"), conditions=compile_filter({"kind": "fact"}),
         now=1, limit=5, offset=10, query_vector="[0.5,0.25]",
     )  # fmt: skip
     assert search.paged

@@ -24,7 +24,8 @@ from langgraph.store.base import (
 )
 
 from ..errors import InvalidInputError, MessageTooLargeError
-from ._store_sql import KEY_MAX_BYTES, NS_MAX_BYTES, Condition, compile_filter
+from ._store_filter import Condition, compile_filter
+from ._store_sql import KEY_MAX_BYTES, NS_MAX_BYTES
 
 __all__ = ["Get", "Plan", "Put", "Search", "plan"]
 

@@ -19,7 +19,6 @@ whole-label prefixes, the typed filters and the total order.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import math
 import time
 import weakref
@@ -42,11 +41,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._migrations import apply_migrations
 from .._retry import DEFAULT_RETRY_POLICY, RetryPolicy, retrying
-from ..engine import Backend, Binary, Database, get_database
+from ..engine import Binary, Database, get_database
 from ..errors import InvalidInputError
 from . import _store_sql as sql
+from ._store_filter import client_match
 from ._store_group import BatchGroup
 from ._store_plan import Plan, Put, Search, plan
+from ._store_ttl import TTLSweeper
 from ._vectors import (
     check_vectors,
     cosine_similarity,
@@ -86,11 +87,7 @@ def _time(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=int(us))
 
 
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, (bytes, bytearray)) else str(raw)
-
-
-class AsyncTiDBStore(BaseStore):
+class AsyncTiDBStore(TTLSweeper, BaseStore):
     """A LangGraph store on TiDB, MySQL, MariaDB or SQLite; one object, sync and async.
 
     Example::
@@ -165,10 +162,6 @@ class AsyncTiDBStore(BaseStore):
     def __repr__(self) -> str:
         url = self.db.spec.display
         return f"{type(self).__name__}(table_prefix={self.tables.items!r}, url={url!r})"
-
-    @property
-    def backend(self) -> Backend:
-        return self.db.backend
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -429,112 +422,12 @@ class AsyncTiDBStore(BaseStore):
             else:
                 ranked = _score(rows, query)
             if not statement.paged:
-                ranked = [r for r in ranked if sql.client_match(r[0].value, s.conditions)]
+                ranked = [r for r in ranked if client_match(r[0].value, s.conditions)]
                 ranked = ranked[s.offset : s.offset + s.limit]
             refresh = [(i.namespace, i.key) for i, has in ranked if has] if s.op.refresh_ttl else []
             return [(s.index, [i for i, _ in ranked], refresh)]
 
         return read
-
-    # -- TTL --------------------------------------------------------------------------------
-
-    async def asweep_ttl(self) -> int:
-        """Delete expired items (and their vectors) in batches of :attr:`sweep_batch`; return
-        how many. Reads never return an expired item, swept or not."""
-        return await self.db.run(self._sweep)
-
-    def sweep_ttl(self) -> int:
-        """Synchronous :meth:`asweep_ttl`."""
-        return self.db.run_sync(self.asweep_ttl)
-
-    async def _sweep(self) -> int:
-        backend, t, total = self.backend, self.tables, 0
-        while True:
-            now = _now()
-
-            async def attempt(now: int = now) -> int:
-                async with self.db.connection() as conn:
-                    rows = await conn.fetchall(
-                        sql.expired_statement(backend, t), (now, self.sweep_batch)
-                    )
-                    keys = [(sql.decode_ns(r[0]), _text(r[1])) for r in rows]
-                    if keys:
-                        statements = sql.sweep_statements(
-                            backend, t, keys, now, vectors=self.index is not None
-                        )
-                        await conn.execute_all(statements, max_bytes=_STATEMENT_BYTES)
-                    return len(keys)
-
-            found = await retrying(attempt, policy=self.retry, operation="sweep_ttl", table=t.items)
-            total += found
-            if found < self.sweep_batch:
-                return total
-
-    async def astart_ttl_sweeper(
-        self, sweep_interval_minutes: float | None = None
-    ) -> asyncio.Task[None]:
-        """Sweep every ``sweep_interval_minutes`` (default: the ttl config's, else 5) in a task
-        on the running loop; :meth:`astop_ttl_sweeper` ends it. Starting twice is a no-op."""
-        return await self.db.run(self._start_sweeper, sweep_interval_minutes)
-
-    def start_ttl_sweeper(
-        self, sweep_interval_minutes: float | None = None
-    ) -> concurrent.futures.Future[None]:
-        """:meth:`astart_ttl_sweeper` for synchronous code: the task runs on the background loop.
-        Returns a future that completes when the sweeper stops."""
-        task = self.db.run_sync(self._start_sweeper, sweep_interval_minutes)
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
-        task.add_done_callback(lambda _: done.set_result(None))
-        return done
-
-    async def _start_sweeper(self, minutes: float | None) -> asyncio.Task[None]:
-        if self._sweeper is not None and not self._sweeper[1].done():
-            return self._sweeper[1]
-        if minutes is None:
-            minutes = (self.ttl_config or {}).get("sweep_interval_minutes") or 5
-        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
-            raise InvalidInputError(f"sweep_interval_minutes must be positive, not {minutes!r}")
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(
-            self._sweep_forever(float(minutes) * 60), name="tidb-memory-ttl-sweeper"
-        )
-        self._sweeper = (loop, task)
-        return task
-
-    async def _sweep_forever(self, seconds: float) -> None:
-        import logging
-
-        log = logging.getLogger("tidb_memory")
-        while True:
-            try:
-                await self._sweep()
-            except Exception:  # a failed sweep is retried at the next interval
-                log.warning("TTL sweep of %s failed", self.tables.items, exc_info=True)
-            await asyncio.sleep(seconds)
-
-    async def astop_ttl_sweeper(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
-        """Stop the sweeper; True once it has stopped (False if ``timeout`` ran out)."""
-        if self._sweeper is None:
-            return True
-        loop, task = self._sweeper
-        if loop is asyncio.get_running_loop():
-            task.cancel()
-            done, _ = await asyncio.wait([task], timeout=timeout)
-        else:
-            return await asyncio.to_thread(self.stop_ttl_sweeper, timeout)
-        if done:
-            self._sweeper = None
-        return bool(done)
-
-    def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
-        """Synchronous :meth:`astop_ttl_sweeper`."""
-        if self._sweeper is None:
-            return True
-        loop = self._sweeper[0]
-        if loop.is_closed():
-            self._sweeper = None
-            return True
-        return asyncio.run_coroutine_threadsafe(self.astop_ttl_sweeper(timeout), loop).result()
 
 
 def _chunks(rows: Sequence[Any]) -> list[Sequence[Any]]:
@@ -547,7 +440,7 @@ def _item(cls: Any, row: Sequence[Any], score: float | None = None) -> Any:
     kwargs: dict[str, Any] = {"score": score} if cls is SearchItem else {}
     return cls(
         namespace=sql.decode_ns(row[0]),
-        key=_text(row[1]),
+        key=sql.decode_key(row[1]),
         value=orjson.loads(row[2]),
         created_at=_time(row[3]),
         updated_at=_time(row[4]),
