@@ -343,3 +343,16 @@ def test_the_store_sends_tidb_statements_on_tidb() -> None:
     )
     assert "VEC_" not in " ".join(text for text, _, _ in script)
     assert script[-1][1][-1].data == pack(vector)
+
+
+def test_client_cosine_with_and_without_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tidb_memory.langgraph import _vectors
+
+    query = [1.0, 2.0, -0.5, 0.0]
+    vectors = [[1.0, 2.0, -0.5, 0.0], [-1.0, -2.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0], [3, 0, 1, 2]]
+    with_numpy = _vectors.similarities(query, [pack(v) for v in vectors])
+    assert with_numpy[:3] == pytest.approx([1.0, -1.0, 0.0], abs=1e-6)
+    monkeypatch.setattr(_vectors, "_numpy", lambda: None)
+    plain = _vectors.similarities(query, [pack(v) for v in vectors])
+    assert plain == pytest.approx(with_numpy, abs=1e-9)
+    assert _vectors.similarities(query, []) == []

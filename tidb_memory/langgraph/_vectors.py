@@ -18,6 +18,7 @@ import struct
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
@@ -29,8 +30,8 @@ __all__ = [
     "MAX_DIMS",
     "IndexSettings",
     "check_vectors",
-    "cosine_similarity",
     "pack",
+    "similarities",
     "parse_index",
     "texts_to_embed",
     "tidb_has_vectors",
@@ -142,12 +143,41 @@ def unpack(data: bytes) -> array[float]:
     return out
 
 
-def cosine_similarity(query: Sequence[float], query_norm: float, vector: Sequence[float]) -> float:
-    """``1 - cosine distance``; 0.0 when either vector is zero (as InMemoryStore)."""
-    norm = math.sqrt(math.fsum(x * x for x in vector))
-    if norm == 0.0 or query_norm == 0.0:
-        return 0.0
-    return math.fsum(map(float.__mul__, query, vector)) / (query_norm * norm)
+def similarities(query: Sequence[float], blobs: Sequence[bytes]) -> list[float]:
+    """``1 - cosine distance`` of ``query`` to each packed vector; 0.0 where either vector is
+    zero (as InMemoryStore). NumPy computes it when installed (as InMemoryStore does), else
+    plain Python: the same figures within float rounding."""
+    if not blobs:
+        return []
+    np = _numpy()
+    if np is not None:
+        q = np.asarray(query, dtype=np.float64)
+        m = np.frombuffer(b"".join(bytes(b) for b in blobs), dtype="<f4").reshape(len(blobs), -1)
+        m = m.astype(np.float64)
+        norms = np.linalg.norm(m, axis=1) * float(np.linalg.norm(q))
+        dots = m @ q
+        out = np.zeros(len(blobs))
+        np.divide(dots, norms, out=out, where=norms != 0)
+        return [float(x) for x in out]
+    query_norm = math.sqrt(math.fsum(x * x for x in query))
+    scores: list[float] = []
+    for blob in blobs:
+        vector = unpack(blob)
+        norm = math.sqrt(sum(map(float.__mul__, vector, vector)))
+        if norm == 0.0 or query_norm == 0.0:
+            scores.append(0.0)
+        else:
+            scores.append(sum(map(float.__mul__, query, vector)) / (query_norm * norm))
+    return scores
+
+
+@lru_cache(maxsize=1)
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy comes with most LangChain installs
+        return None
+    return numpy
 
 
 def vector_literal(vector: Sequence[float]) -> str:

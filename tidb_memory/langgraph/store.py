@@ -50,12 +50,11 @@ from ._store_plan import Plan, Put, Search, plan
 from ._store_ttl import TTLSweeper
 from ._vectors import (
     check_vectors,
-    cosine_similarity,
     pack,
     parse_index,
+    similarities,
     texts_to_embed,
     tidb_has_vectors,
-    unpack,
     vector_literal,
 )
 
@@ -408,24 +407,28 @@ class AsyncTiDBStore(TTLSweeper, BaseStore):
         self, s: Search, statement: sql.Search, query: list[float] | None, tidb: bool
     ) -> Any:
         def read(rows: list[Any]) -> list[tuple[int, list[SearchItem], list[Any]]]:
-            ranked: list[tuple[SearchItem, bool]]
+            # (row, score): items are built only for the page, values parsed only when needed.
+            ranked: list[tuple[Any, float | None]]
             if query is None:
-                ranked = [(_item(SearchItem, row), row[5] is not None) for row in rows]
+                ranked = [(row, None) for row in rows]
             elif tidb:
-                ranked = [
-                    (
-                        _item(SearchItem, row, None if row[6] is None else 1.0 - float(row[6])),
-                        row[5] is not None,
-                    )
-                    for row in rows
-                ]
+                ranked = [(row, None if row[6] is None else 1.0 - float(row[6])) for row in rows]
             else:
                 ranked = _score(rows, query)
-            if not statement.paged:
-                ranked = [r for r in ranked if client_match(r[0].value, s.conditions)]
-                ranked = ranked[s.offset : s.offset + s.limit]
-            refresh = [(i.namespace, i.key) for i, has in ranked if has] if s.op.refresh_ttl else []
-            return [(s.index, [i for i, _ in ranked], refresh)]
+            page: list[tuple[SearchItem, bool]] = []
+            skip = 0 if statement.paged else s.offset
+            for row, score in ranked:
+                if len(page) >= s.limit:
+                    break
+                item = _item(SearchItem, row, score)
+                if not statement.paged and not client_match(item.value, s.conditions):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                page.append((item, row[5] is not None))
+            refresh = [(i.namespace, i.key) for i, has in page if has] if s.op.refresh_ttl else []
+            return [(s.index, [i for i, _ in page], refresh)]
 
         return read
 
@@ -448,15 +451,15 @@ def _item(cls: Any, row: Sequence[Any], score: float | None = None) -> Any:
     )
 
 
-def _score(rows: list[Any], query: list[float]) -> list[tuple[SearchItem, bool]]:
+def _score(rows: list[Any], query: list[float]) -> list[tuple[Any, float | None]]:
     """Client-side ranking: each item's best cosine over its vectors, then the items without
     vectors; ties keep the total order the rows came in."""
-    query_norm = math.sqrt(math.fsum(x * x for x in query))
+    scores = iter(similarities(query, [row[6] for row in rows if row[6] is not None]))
     best: dict[tuple[bytes | str, bytes | str], list[Any]] = {}
     for row in rows:
         key = (row[0], row[1])
         entry = best.get(key)
-        score = None if row[6] is None else cosine_similarity(query, query_norm, unpack(row[6]))
+        score = None if row[6] is None else next(scores)
         if entry is None:
             best[key] = [row, score]
         elif score is not None and (entry[1] is None or score > entry[1]):
@@ -464,7 +467,7 @@ def _score(rows: list[Any], query: list[float]) -> list[tuple[SearchItem, bool]]
     entries = list(best.values())
     scored = sorted((e for e in entries if e[1] is not None), key=lambda e: -e[1])
     unscored = [e for e in entries if e[1] is None]
-    return [(_item(SearchItem, row, score), row[5] is not None) for row, score in scored + unscored]
+    return [(row, score) for row, score in scored + unscored]
 
 
 def _list_plan(op: ListNamespacesOp) -> tuple[tuple[str, ...], tuple[int, int] | None]:
