@@ -38,7 +38,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from _common import (
@@ -64,7 +64,7 @@ VOCABULARY = [f"w{i}" for i in range(400)]
 # --------------------------------------------------------------------------- embedding
 
 
-@lru_cache(maxsize=None)
+@cache
 def _word(word: str, dims: int) -> Any:
     import numpy as np
 
@@ -212,8 +212,8 @@ async def memory_round(
         user = ("memories", f"{token}-u{rng.randrange(args.users)}")
         roll = rng.random()
         if roll < 0.35:
-            key = f"m{rng.randrange(args.seed_items * 2)}"
-            plan.append(lambda user=user, key=key, v=memory_value(rng, n): store.aput(user, key, v))
+            key, value = f"m{rng.randrange(args.seed_items * 2)}", memory_value(rng, n)
+            plan.append(lambda user=user, key=key, value=value: store.aput(user, key, value))
         elif roll < 0.70:
             key = f"m{rng.randrange(args.seed_items)}"
             plan.append(lambda user=user, key=key: store.aget(user, key))
@@ -292,7 +292,9 @@ async def run_semantic(args: argparse.Namespace) -> dict[str, Result]:
                 store, latencies = stores[name], results[name].latencies_ms
                 queue = iter(queries)
 
-                async def worker(store: Any = store, latencies: list[float] = latencies) -> None:
+                async def worker(
+                    store: Any = store, latencies: list[float] = latencies, queue: Any = queue
+                ) -> None:
                     for ns, query in queue:
                         began = time.perf_counter()
                         found = await store.asearch(ns, query=query, limit=10)
