@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .._iteration import IterationGroup
 from ._store_plan import Plan
 
 __all__ = ["BatchGroup"]
@@ -21,31 +22,21 @@ __all__ = ["BatchGroup"]
 _Member = tuple[Plan, "asyncio.Future[list[Any]]"]
 
 
-class BatchGroup:
+class BatchGroup(IterationGroup[_Member]):
     """The plans waiting for the next flush on one loop."""
 
-    __slots__ = ("_pending", "_run", "_tasks")
+    __slots__ = ("_execute",)
 
-    def __init__(self, run: Callable[[Plan], Awaitable[list[Any]]]) -> None:
-        self._run = run
-        self._pending: list[_Member] = []
-        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+    def __init__(self, execute: Callable[[Plan], Awaitable[list[Any]]]) -> None:
+        super().__init__()
+        self._execute = execute
 
     async def join(self, plan: Plan) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)  # after every caller of this iteration has joined
-        self._pending.append((plan, future))
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.enqueue((plan, future))
         return await future
 
-    def _flush(self) -> None:
-        members, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._flush_members(members))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _flush_members(self, members: list[_Member]) -> None:
+    async def run(self, members: list[_Member]) -> None:
         live = [m for m in members if not m[1].done()]  # cancelled callers are skipped
         if not live:
             return
@@ -54,7 +45,7 @@ class BatchGroup:
             return
         merged, starts = Plan.merge(plan for plan, _ in live)
         try:
-            results = await self._run(merged)
+            results = await self._execute(merged)
         except Exception:
             for member in live:
                 await self._alone(member)
@@ -70,7 +61,7 @@ class BatchGroup:
     async def _alone(self, member: _Member) -> None:
         plan, future = member
         try:
-            result = await self._run(plan)
+            result = await self._execute(plan)
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
