@@ -49,6 +49,7 @@ from _common import (
     median,
     note,
     percentile,
+    postgres_pool,
     render_table,
     safe_url,
     versions,
@@ -124,37 +125,12 @@ async def tidb_store(args: argparse.Namespace, token: str, index: Any) -> AsyncI
 
 @asynccontextmanager
 async def postgres_store(args: argparse.Namespace, token: str, index: Any) -> AsyncIterator[Any]:
-    import psycopg
     from langgraph.store.postgres.aio import AsyncPostgresStore
-    from psycopg.rows import dict_row
-    from psycopg_pool import AsyncConnectionPool
 
-    schema = f"bench_store_{token}"
-    async with await psycopg.AsyncConnection.connect(args.pg_url, autocommit=True) as admin:
-        await admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        pool = AsyncConnectionPool(
-            args.pg_url,
-            min_size=args.concurrency,
-            max_size=args.concurrency,
-            open=False,
-            kwargs={
-                "autocommit": True,
-                "prepare_threshold": 0,
-                "row_factory": dict_row,
-                "options": f"-c search_path={schema}",
-            },
-        )
-        await pool.open(wait=True)
-        try:
-            store = AsyncPostgresStore(pool)  # type: ignore[arg-type]
-            await store.setup()
-            yield store
-        finally:
-            await pool.close()
-    finally:
-        async with await psycopg.AsyncConnection.connect(args.pg_url, autocommit=True) as admin:
-            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    async with postgres_pool(args.pg_url, args.concurrency, f"bench_store_{token}") as pool:
+        store = AsyncPostgresStore(pool)  # type: ignore[arg-type]
+        await store.setup()
+        yield store
 
 
 @asynccontextmanager

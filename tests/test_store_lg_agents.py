@@ -8,18 +8,18 @@ tool-calling model whose tools call the **sync** ``store.put``/``store.search`` 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from conftest import Target
 from langchain.agents import create_agent
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.config import get_store
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.store.base import BaseStore
+from test_checkpoint_graph import ToolCallingFakeModel
 
 import tidb_memory
 from tests.graph.embeddings import WordEmbeddings
@@ -128,13 +128,6 @@ def search_memory(query: str) -> str:
     """Search what is known about the user."""
     found = get_store().search(("facts",), query=query, limit=1)
     return "; ".join(f"{i.value['text']} ({i.score:.2f})" for i in found) or "nothing"
-
-
-class ToolCallingFakeModel(GenericFakeChatModel):
-    """GenericFakeChatModel that accepts tools, as create_agent requires."""
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ToolCallingFakeModel:
-        return self
 
 
 def fake_model() -> ToolCallingFakeModel:

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -89,23 +90,23 @@ __all__ = [
 ]
 
 
+#: The LangGraph names and their modules: in the [langgraph] extra, imported (with langgraph)
+#: only when asked for, so that the core install never needs langgraph.
+_LANGGRAPH = {
+    "AsyncTiDBSaver": ".checkpoint",
+    "TiDBSaver": ".checkpoint",
+    "AsyncTiDBStore": ".langgraph.store",
+    "TiDBStore": ".langgraph.store",
+}
+
+
 def __getattr__(name: str) -> Any:
-    # The LangGraph checkpointer ships in the [langgraph] extra: import it (and langgraph) only
-    # when it is asked for, so that the core install never needs langgraph.
-    if name in ("AsyncTiDBSaver", "TiDBSaver"):
-        try:
-            from . import checkpoint
-        except ModuleNotFoundError as exc:
-            raise ImportError(
-                f"tidb_memory.{name} needs LangGraph: pip install 'tidb-memory[langgraph]'"
-            ) from exc
-        return getattr(checkpoint, name)
-    if name in ("AsyncTiDBStore", "TiDBStore"):
-        try:
-            from .langgraph import store
-        except ModuleNotFoundError as exc:
-            raise ImportError(
-                f"tidb_memory.{name} needs LangGraph: pip install 'tidb-memory[langgraph]'"
-            ) from exc
-        return getattr(store, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _LANGGRAPH.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        return getattr(importlib.import_module(module, __name__), name)
+    except ModuleNotFoundError as exc:
+        raise ImportError(
+            f"tidb_memory.{name} needs LangGraph: pip install 'tidb-memory[langgraph]'"
+        ) from exc
