@@ -484,3 +484,58 @@ def test_the_sync_sweeper_runs_and_stops(backend: Target) -> None:
     assert wait_until(lambda: backend.count(store.tables.items) == 0, 30)
     assert store.stop_ttl_sweeper(timeout=30)
     assert done.result(timeout=30) is None
+
+
+# --- an application's engine, and lost connections ------------------------------------------
+
+
+async def test_an_application_engine_works_like_a_url(backend: Target) -> None:
+    engine = tidb_memory.create_engine(backend.url)
+    try:
+        prefix = backend.new_table("lgeng")
+        backend.tables += [prefix + "_migrations"]
+        store = AsyncTiDBStore(engine=engine, table_prefix=prefix)
+        await store.asetup()
+        await store.aput(("e",), "k", {"v": 1})
+        assert (await store.aget(("e",), "k")).value == {"v": 1}  # type: ignore[union-attr]
+        # Sync code on another thread reaches the engine's own loop.
+        assert (await asyncio.to_thread(store.get, ("e",), "k")) is not None
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("mode", ["BEFORE_REQUEST", "AFTER_REQUEST", "DURING_REPLY"])
+async def test_a_lost_connection_mid_batch_is_retried_exactly_once(
+    mysql_server: str, tmp_path: Any, mode: str
+) -> None:
+    """The connection dies around a batch of reads and writes: the retry runs it again, and the
+    idempotent writes leave exactly one copy; the reads come back. (A read retried after the
+    writes had run sees them: nobody can tell whether they ran.)"""
+    from conftest import MYSQL_URL, make_target
+
+    from tests.infra import FaultProxy
+    from tests.infra.proxy import CutMode
+
+    target = make_target("mysql", tmp_path)
+    try:
+        async with FaultProxy.in_front_of(MYSQL_URL) as proxy:
+            url = proxy.url_for(MYSQL_URL)
+            async with fresh_store(target, url) as store:
+                await store.aput(("f",), "old", {"v": 0})
+                arm = proxy.arm(CutMode[mode], match="INSERT INTO")
+                results = await store.abatch(
+                    [GetOp(("f",), "old"), PutOp(("f",), "new", {"v": 1}), SearchOp(("f",))]
+                )
+                assert arm.fired == 1
+                assert results[0].value == {"v": 0}
+                searched = [i.key for i in results[2]]
+                assert (
+                    searched == ["old"]
+                    if mode == "BEFORE_REQUEST"
+                    else searched in (["old"], ["new", "old"])
+                )
+                assert [i.key for i in await store.asearch(("f",))] == ["new", "old"]
+                assert target.count(store.tables.items) == 2
+    finally:
+        for table in target.tables:
+            target.drop(table)

@@ -214,8 +214,10 @@ class AsyncTiDBStore(TTLSweeper, BaseStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """Run LangGraph ops: results in op order. Reads see the state before the batch's
-        writes; of two puts of one key, the last wins. One round trip after the embeddings,
-        shared with the other calls of the same event-loop iteration.
+        writes (unless a lost connection made the retry policy run the batch again after its
+        writes had landed: the writes are idempotent, the reads then see them); of two puts of
+        one key, the last wins. One round trip after the embeddings, shared with the other
+        calls of the same event-loop iteration.
 
         Raises:
             InvalidInputError: an op is invalid; nothing was written.
