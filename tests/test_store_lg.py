@@ -50,20 +50,23 @@ async def test_put_get_delete_round_trip(backend: Target) -> None:
 
 
 async def test_keys_and_labels_are_exact_strings(backend: Target) -> None:
-    keys = ["a", "a ", "A", "á", "a\u0301", " a"]
+    labels = ["a", "a ", "A", "á", "a\u0301", " a", "a'b\\", "%", "_"]
+    keys = [*labels, "a\x00b", ""]  # labels may hold neither NUL nor nothing; keys may
     async with fresh_store(backend) as store:
         for i, key in enumerate(keys):
             await store.aput(("ns",), key, {"i": i})
-            await store.aput((key,), "k", {"i": i})
+        for i, label in enumerate(labels):
+            await store.aput((label,), "k", {"i": i})
         for i, key in enumerate(keys):
             item = await store.aget(("ns",), key)
             assert item is not None and item.value == {"i": i} and item.key == key
-            labelled = await store.aget((key,), "k")
+        for i, label in enumerate(labels):
+            labelled = await store.aget((label,), "k")
             assert labelled is not None and labelled.value == {"i": i}
         found = await store.asearch(("ns",), limit=100)
         assert sorted(i.key for i in found) == sorted(keys)
         assert sorted(await store.alist_namespaces(max_depth=1)) == sorted(
-            [("ns",)] + [(k,) for k in keys]
+            [("ns",)] + [(label,) for label in labels]
         )
 
 
@@ -249,7 +252,8 @@ async def test_setup_is_versioned_and_refuses_a_foreign_ledger(backend: Target) 
 
 
 async def test_construction_does_no_io() -> None:
-    store = AsyncTiDBStore("mysql+aiomysql://root@127.0.0.1:1/nothing_listens_here")
+    store = AsyncTiDBStore("mysql+aiomysql://root:S3cr3t-pw@127.0.0.1:1/nothing_listens_here")
+    assert "S3cr3t-pw" not in repr(store)
     assert store.supports_ttl is True
     assert "nothing_listens_here" in repr(store)
     assert isinstance(tidb_memory.AsyncTiDBStore(engine=None), AsyncTiDBStore)
