@@ -543,3 +543,34 @@ async def test_a_lost_connection_mid_batch_is_retried_exactly_once(
     finally:
         for table in target.tables:
             target.drop(table)
+
+
+def test_one_store_on_many_event_loops_at_once(backend: Target) -> None:
+    """Async calls on any loop: four threads, each with its own loop, share one store."""
+    import threading
+
+    prefix = backend.new_table("lgloops")
+    backend.tables.append(prefix + "_migrations")
+    store = AsyncTiDBStore(backend.url, table_prefix=prefix)
+    store.setup()
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        async def work() -> None:
+            for i in range(5):
+                await store.aput(("loops", f"t{n}"), f"k{i}", {"n": n, "i": i})
+            got = await asyncio.gather(*(store.aget(("loops", f"t{n}"), f"k{i}") for i in range(5)))
+            assert [g.value["i"] for g in got if g] == list(range(5))
+
+        try:
+            asyncio.run(work())
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    assert len(store.search(("loops",), limit=100)) == 20

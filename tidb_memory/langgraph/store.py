@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -156,6 +157,7 @@ class AsyncTiDBStore(TTLSweeper, BaseStore):
         self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BatchGroup] = (
             weakref.WeakKeyDictionary()
         )
+        self._groups_lock = threading.Lock()
         self._sweeper: tuple[asyncio.AbstractEventLoop, asyncio.Task[None]] | None = None
 
     def __repr__(self) -> str:
@@ -235,7 +237,8 @@ class AsyncTiDBStore(TTLSweeper, BaseStore):
         loop = asyncio.get_running_loop()
         group = self._groups.get(loop)
         if group is None:
-            group = self._groups.setdefault(loop, BatchGroup(lambda plan: self._execute(plan)))
+            with self._groups_lock:  # loops of other threads may add theirs at the same time
+                group = self._groups.setdefault(loop, BatchGroup(lambda p: self._execute(p)))
         return await group.join(checked)
 
     async def _execute(self, p: Plan) -> list[Any]:
