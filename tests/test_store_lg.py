@@ -574,3 +574,26 @@ def test_one_store_on_many_event_loops_at_once(backend: Target) -> None:
         t.join(timeout=60)
     assert errors == [] and not any(t.is_alive() for t in threads)
     assert len(store.search(("loops",), limit=100)) == 20
+
+
+async def test_a_fastapi_route_calls_the_sync_store(backend: Target) -> None:
+    """An ``async def`` route calling ``store.search`` synchronously runs on the event loop's
+    own thread: LangGraph's AsyncBatchedBaseStore raises InvalidStateError there (an HTTP 500,
+    langgraph#2875)."""
+    import httpx
+    from fastapi import FastAPI
+
+    async with fresh_store(backend) as store:
+        store.put(("notes", "ada"), "n1", {"text": "tea"})
+        app = FastAPI()
+
+        @app.get("/notes/{user}")
+        async def notes(user: str) -> list[str]:
+            store.put(("notes", user), "seen", {"text": "visited"})
+            return sorted(i.value["text"] for i in store.search(("notes", user)))
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/notes/ada")
+        assert response.status_code == 200
+        assert response.json() == ["tea", "visited"]

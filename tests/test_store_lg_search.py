@@ -11,6 +11,8 @@ import pytest
 from conftest import MYSQL_URL, Target, make_target
 from langgraph.store.base import GetOp, PutOp
 from langgraph.store.memory import InMemoryStore
+from test_roundtrips import Probe, expect
+from test_roundtrips import probe as probe  # the server-side statement counter's fixture
 
 from tests.graph.embeddings import WordEmbeddings
 from tests.graph.stores import fresh_store
@@ -356,3 +358,26 @@ def test_client_cosine_with_and_without_numpy(monkeypatch: pytest.MonkeyPatch) -
     plain = _vectors.similarities(query, [pack(v) for v in vectors])
     assert plain == pytest.approx(with_numpy, abs=1e-9)
     assert _vectors.similarities(query, []) == []
+
+
+# --- statements, counted by the server ----------------------------------------------------------
+
+
+async def test_statements_counted_by_the_server(probe: Probe, mysql: Target) -> None:
+    """The server's own count (``Questions``), beside the wire count above: a read is one
+    statement, and concurrent reads of one iteration are one statement too."""
+    async with fresh_store(mysql) as store:
+        await store.abatch([PutOp(("p", "1"), f"k{i}", {"v": i}) for i in range(10)])
+        await store.aget(("p", "1"), "k0")  # warm the pool
+
+        async def construct() -> None:
+            AsyncTiDBStore(mysql.url, table_prefix=store.tables.items)
+
+        await expect(probe, construct, 0)
+        await expect(probe, lambda: store.aget(("p", "1"), "k1"), 1)
+        await expect(probe, lambda: store.asearch(("p",), filter={"v": {"$gt": 3}}), 1)
+        await expect(probe, lambda: store.alist_namespaces(prefix=("p",)), 1)
+        await expect(
+            probe, lambda: asyncio.gather(*(store.aget(("p", "1"), f"k{i}") for i in range(10))), 1
+        )
+        await expect(probe, lambda: store.aput(("p", "1"), "k1", {"v": 1}), 1)
