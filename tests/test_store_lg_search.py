@@ -381,3 +381,46 @@ async def test_statements_counted_by_the_server(probe: Probe, mysql: Target) -> 
             probe, lambda: asyncio.gather(*(store.aget(("p", "1"), f"k{i}") for i in range(10))), 1
         )
         await expect(probe, lambda: store.aput(("p", "1"), "k1", {"v": 1}), 1)
+
+
+async def test_every_mysql_statement_is_tidb_safe(
+    mysql: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQL guard of the saver's tests, over every statement a busy store sends to MySQL."""
+    from test_checkpoint import forbidden_in
+
+    from tidb_memory.engine import Connection
+
+    seen: list[str] = []
+    fetch_script, fetchall, execute = (
+        Connection.fetch_script,
+        Connection.fetchall,
+        Connection.execute,
+    )
+
+    async def rec_script(self: Connection, statements: Any, *, max_bytes: int) -> Any:
+        seen.extend(sql for sql, _, _ in statements)
+        return await fetch_script(self, statements, max_bytes=max_bytes)
+
+    async def rec_fetchall(self: Connection, sql: str, params: Any) -> Any:
+        seen.append(sql)
+        return await fetchall(self, sql, params)
+
+    async def rec_execute(self: Connection, sql: str, params: Any) -> Any:
+        seen.append(sql)  # the DDL of setup
+        return await execute(self, sql, params)
+
+    monkeypatch.setattr(Connection, "execute", rec_execute)
+    monkeypatch.setattr(Connection, "fetch_script", rec_script)
+    monkeypatch.setattr(Connection, "fetchall", rec_fetchall)
+    emb = WordEmbeddings(DIMS)
+    async with fresh_store(mysql, index=index(emb), ttl={"default_ttl": 5}) as store:
+        await store.abatch([PutOp(("s", "u"), k, v) for k, v in DOCS.items()])
+        await store.aget(("s", "u"), "py")
+        await store.asearch(("s",), query="tea", filter={"n": {"$gt": 1}, "tags": ["code"]})
+        await store.asearch(("s",), filter={"text": {"$ne": "x"}, "n": None}, limit=2, offset=1)
+        await store.alist_namespaces(prefix=("s", "*"), max_depth=1)
+        await store.adelete(("s", "u"), "py")
+        await store.asweep_ttl()
+    assert len(seen) > 8 and any(sql.startswith("CREATE TABLE") for sql in seen)
+    assert [(sql[:80], forbidden_in(sql)) for sql in seen if forbidden_in(sql)] == []
