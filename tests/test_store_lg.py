@@ -166,6 +166,7 @@ async def test_filters_are_typed(backend: Target) -> None:
         assert await keys({"tags": ["a", "b"]}) == {"list"}
         assert await keys({"tags": {"$ne": ["a", "b"]}}) == set(items) - {"list"}
         assert await keys({"meta": {"lang": "en"}, "n": {"$gt": 3}}) == {"n9"}
+        assert await keys({"meta": {}}) == {"n9", "n10", "n2.5"}  # an object, any content
         with pytest.raises(InvalidInputError, match="unknown filter operator"):
             await store.asearch(("f",), filter={"n": {"$in": [1]}})
         with pytest.raises(InvalidInputError):

@@ -111,7 +111,7 @@ def condition_sql(backend: Backend, cond: Condition, column: str) -> tuple[str, 
         x = f"JSON_EXTRACT({column}, {ph})"
         typ = f"JSON_TYPE({x})"
         if op == "object":
-            return f"{typ} = 'OBJECT'", [jp, jp]
+            return f"{typ} = 'OBJECT'", [jp]
         if operand is None:
             eq = f"({x} IS NULL OR {typ} = 'NULL')"
             params = [jp, jp]
