@@ -183,6 +183,12 @@ async def test_wrong_dimensions_are_refused_before_the_write(backend: Target) ->
         with pytest.raises(InvalidInputError, match="dimensions"):
             await store.aput(("d",), "k", {"text": "x"})
         assert await store.aget(("d",), "k") is None
+    ok = WordEmbeddings(DIMS)
+    async with fresh_store(backend, index={"dims": DIMS, "embed": ok}) as store:
+        long_field = "f" * 500
+        with pytest.raises(InvalidInputError, match="over 400 bytes"):
+            await store.aput(("d",), "k", {long_field: "text"}, index=[long_field])
+        assert await store.aget(("d",), "k") is None and ok.document_calls == 0
 
 
 # --- round trips on the wire ------------------------------------------------------------------

@@ -289,6 +289,10 @@ class AsyncTiDBStore(TTLSweeper, BaseStore):
                 continue
             fields = None if put.index is None or put.index is True else list(put.index)
             for field, text in dict(texts_to_embed(settings, put.parsed, fields)).items():
+                if len(field.encode()) > sql.FIELD_MAX_BYTES:
+                    raise InvalidInputError(
+                        f"index field path {field[:60]!r}... is over {sql.FIELD_MAX_BYTES} bytes"
+                    )
                 owners.append((key, field))
                 texts.append(text)
         if not texts:
