@@ -598,3 +598,19 @@ async def test_a_fastapi_route_calls_the_sync_store(backend: Target) -> None:
             response = await client.get("/notes/ada")
         assert response.status_code == 200
         assert response.json() == ["tea", "visited"]
+
+
+async def test_large_batches_are_split_into_statements_and_stay_whole(backend: Target) -> None:
+    async with fresh_store(backend) as store:
+        assert await store.abatch([]) == []
+        ops = [
+            PutOp(("big", f"u{i % 7}"), f"k{i:04}", {"i": i, "pad": "x" * 300}) for i in range(450)
+        ]
+        assert await store.abatch(ops) == [None] * 450
+        assert backend.count(store.tables.items) == 450
+        got = await store.abatch([GetOp(("big", f"u{i % 7}"), f"k{i:04}") for i in range(450)])
+        assert [g.value["i"] for g in got] == list(range(450))
+        await store.abatch(
+            [PutOp(("big", f"u{i % 7}"), f"k{i:04}", None) for i in range(0, 450, 2)]
+        )
+        assert backend.count(store.tables.items) == 225
