@@ -505,6 +505,9 @@ async def test_an_application_engine_works_like_a_url(backend: Target) -> None:
         assert (await store.aget(("e",), "k")).value == {"v": 1}  # type: ignore[union-attr]
         # Sync code on another thread reaches the engine's own loop.
         assert (await asyncio.to_thread(store.get, ("e",), "k")) is not None
+        # On that loop's own thread, blocking would deadlock: a clear error instead.
+        with pytest.raises(tidb_memory.SyncCallError, match="a-prefixed twin"):
+            store.get(("e",), "k")
     finally:
         await engine.dispose()
 
