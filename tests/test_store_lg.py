@@ -617,3 +617,17 @@ async def test_large_batches_are_split_into_statements_and_stay_whole(backend: T
             [PutOp(("big", f"u{i % 7}"), f"k{i:04}", None) for i in range(0, 450, 2)]
         )
         assert backend.count(store.tables.items) == 225
+
+
+async def test_concurrent_setups_apply_each_version_once(backend: Target) -> None:
+    prefix = backend.new_table("lgmig")
+    backend.tables += [prefix + "_migrations", prefix + "_vectors", prefix + "_vector_migrations"]
+    from tests.graph.embeddings import WordEmbeddings
+
+    index = {"dims": 8, "embed": WordEmbeddings(8)}
+    stores = [AsyncTiDBStore(backend.url, table_prefix=prefix, index=index) for _ in range(4)]
+    await asyncio.gather(*(s.asetup() for s in stores))
+    for ledger in (prefix + "_migrations", prefix + "_vector_migrations"):
+        assert [r[0] for r in backend.query(f"SELECT v FROM {backend.q(ledger)}")] == [1]
+    await stores[0].aput(("m",), "k", {"text": "works"})
+    assert (await stores[3].asearch(("m",), query="works"))[0].score is not None
