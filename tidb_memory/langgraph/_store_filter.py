@@ -9,6 +9,7 @@ in the client by :func:`client_match`, and a search that needs it pages in the c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,56 +102,68 @@ def _json_path(path: tuple[str, ...]) -> str:
     return "$" + "".join(f'."{part}"' for part in path)
 
 
+#: Per backend: the JSON value at a path (``{x}``), its JSON type (``{t}``), and each test.
+#: ``{cmp}`` is the SQL operator and ``{ph}`` the operand's placeholder.
+_SQL = {
+    "mysql": {
+        "x": "JSON_EXTRACT({col}, %s)",
+        "t": "JSON_TYPE(JSON_EXTRACT({col}, %s))",
+        "object": "{t} = 'OBJECT'",
+        "null": "({x} IS NULL OR {t} = 'NULL')",
+        "true": "({t} = 'BOOLEAN' AND JSON_UNQUOTE({x}) = 'true')",
+        "false": "({t} = 'BOOLEAN' AND JSON_UNQUOTE({x}) = 'false')",
+        "number": "({t} IN " + _NUMERIC_MYSQL + " AND CAST({x} AS DOUBLE) {cmp} {ph})",
+        "string": (
+            "({t} = 'STRING' AND CAST(JSON_UNQUOTE({x}) AS BINARY) {cmp} CAST({ph} AS BINARY))"
+        ),
+    },
+    "sqlite": {
+        "x": "json_extract({col}, ?)",
+        "t": "json_type({col}, ?)",
+        "object": "{t} = 'object'",
+        "null": "({t} IS NULL OR {t} = 'null')",
+        "true": "{t} = 'true'",
+        "false": "{t} = 'false'",
+        "number": "({t} IN ('integer', 'real') AND {x} {cmp} {ph})",
+        "string": "({t} = 'text' AND {x} {cmp} {ph})",
+    },
+}
+_SLOT = re.compile(r"\{(x|t|ph)\}")
+
+
+def _kind(cond: Condition) -> str:
+    operand = cond.operand
+    if cond.op == "object":
+        return "object"
+    if operand is None:
+        return "null"
+    if isinstance(operand, bool):
+        return "true" if operand else "false"
+    return "number" if isinstance(operand, (int, float)) else "string"
+
+
 def condition_sql(backend: Backend, cond: Condition, column: str) -> tuple[str, list[Any]]:
-    """SQL for one :attr:`Condition.in_sql` condition."""
-    ph = p(backend)
+    """SQL for one :attr:`Condition.in_sql` condition, and its parameters in order."""
+    sql = _SQL[backend]
+    kind = _kind(cond)
     jp = _json_path(cond.path)
-    op, operand = cond.op, cond.operand
-    params: list[Any]
-    if backend == "mysql":
-        x = f"JSON_EXTRACT({column}, {ph})"
-        typ = f"JSON_TYPE({x})"
-        if op == "object":
-            return f"{typ} = 'OBJECT'", [jp]
-        if operand is None:
-            eq = f"({x} IS NULL OR {typ} = 'NULL')"
-            params = [jp, jp]
-        elif isinstance(operand, bool):
-            eq = f"({typ} = 'BOOLEAN' AND JSON_UNQUOTE({x}) = '{'true' if operand else 'false'}')"
-            params = [jp, jp]
-        elif isinstance(operand, (int, float)):
-            cmp = "=" if op in ("$eq", "$ne") else _OPERATORS[op]
-            eq = f"({typ} IN {_NUMERIC_MYSQL} AND CAST({x} AS DOUBLE) {cmp} {ph})"
-            params = [jp, jp, float(operand)]
-        else:
-            cmp = "=" if op in ("$eq", "$ne") else _OPERATORS[op]
-            eq = (
-                f"({typ} = 'STRING' AND CAST(JSON_UNQUOTE({x}) AS BINARY) {cmp} "
-                f"CAST({ph} AS BINARY))"
-            )
-            params = [jp, jp, str(operand)]
-    else:
-        x = f"json_extract({column}, {ph})"
-        typ = f"json_type({column}, {ph})"
-        if op == "object":
-            return f"{typ} = 'object'", [jp]
-        if operand is None:
-            eq = f"({typ} IS NULL OR {typ} = 'null')"
-            params = [jp, jp]
-        elif isinstance(operand, bool):
-            eq = f"{typ} = '{'true' if operand else 'false'}'"
-            params = [jp]
-        elif isinstance(operand, (int, float)):
-            cmp = "=" if op in ("$eq", "$ne") else _OPERATORS[op]
-            eq = f"({typ} IN ('integer', 'real') AND {x} {cmp} {ph})"
-            params = [jp, jp, operand]
-        else:
-            cmp = "=" if op in ("$eq", "$ne") else _OPERATORS[op]
-            eq = f"({typ} = 'text' AND {x} {cmp} {ph})"
-            params = [jp, jp, str(operand)]
-    if op == "$ne":
-        return f"NOT COALESCE({eq}, 0)", params
-    return f"COALESCE({eq}, 0)" if operand is None else eq, params
+    operand: Any = cond.operand
+    if kind == "number":
+        operand = float(operand) if backend == "mysql" else operand
+    elif kind == "string":
+        operand = str(operand)
+    params: list[Any] = []
+
+    def fill(match: re.Match[str]) -> str:
+        slot = match.group(1)
+        params.append(operand if slot == "ph" else jp)
+        return p(backend) if slot == "ph" else sql[slot].format(col=column)
+
+    cmp = "=" if cond.op in ("$eq", "$ne", "object") else _OPERATORS[cond.op]
+    test = _SLOT.sub(fill, sql[kind].replace("{cmp}", cmp))
+    if cond.op == "$ne":  # true where the value is missing, or of another type
+        return f"NOT COALESCE({test}, 0)", params
+    return test, params
 
 
 _MISSING = object()
