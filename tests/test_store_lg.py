@@ -631,3 +631,28 @@ async def test_concurrent_setups_apply_each_version_once(backend: Target) -> Non
         assert [r[0] for r in backend.query(f"SELECT v FROM {backend.q(ledger)}")] == [1]
     await stores[0].aput(("m",), "k", {"text": "works"})
     assert (await stores[3].asearch(("m",), query="works"))[0].score is not None
+
+
+def test_a_sync_sweeper_left_running_ends_quietly_at_exit(tmp_path: Any) -> None:
+    """A script that starts the sweeper and exits: no pending task is destroyed with the loop."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "sweeper.py"
+    script.write_text(
+        "from tidb_memory import TiDBStore\n"
+        f"store = TiDBStore('sqlite+aiosqlite:///{tmp_path / 'sweep.db'}')\n"
+        "store.setup()\n"
+        "store.put(('a',), 'k', {'v': 1}, ttl=1)\n"
+        "store.start_ttl_sweeper(sweep_interval_minutes=1)\n"
+        "print('done')\n"
+    )
+    root = Path(tidb_memory.__file__).parent.parent
+    done = subprocess.run(
+        [sys.executable, "-W", "error", str(script)],
+        capture_output=True, text=True, timeout=60, cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "done\n"
+    assert "destroyed" not in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -9,6 +9,7 @@ vectors) per statement until none is left, and the sweeper task runs it every
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
 import time
@@ -88,6 +89,9 @@ class TTLSweeper:
         task = self.db.run_sync(self._start_sweeper, sweep_interval_minutes)
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         task.add_done_callback(lambda _: done.set_result(None))
+        # Stopped before the background loop is at interpreter exit (atexit runs last-in
+        # first-out), so that no pending task is destroyed with the loop.
+        atexit.register(self.stop_ttl_sweeper)
         return done
 
     async def _start_sweeper(self, minutes: float | None) -> asyncio.Task[None]:
@@ -128,10 +132,21 @@ class TTLSweeper:
 
     def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
         """Synchronous :meth:`astop_ttl_sweeper`."""
+        atexit.unregister(self.stop_ttl_sweeper)
         if self._sweeper is None:
             return True
-        loop = self._sweeper[0]
-        if loop.is_closed():
+        loop, task = self._sweeper
+        if loop.is_closed() or not loop.is_running():
             self._sweeper = None
             return True
+        if _running_loop() is loop:  # on the sweeper's own thread: waiting would deadlock
+            task.cancel()
+            return task.done()
         return asyncio.run_coroutine_threadsafe(self.astop_ttl_sweeper(timeout), loop).result()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
