@@ -656,3 +656,15 @@ def test_a_sync_sweeper_left_running_ends_quietly_at_exit(tmp_path: Any) -> None
     assert done.returncode == 0, done.stderr
     assert done.stdout == "done\n"
     assert "destroyed" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+async def test_stopping_the_sweeper_from_its_own_loop_thread_does_not_block(
+    backend: Target,
+) -> None:
+    async with fresh_store(backend) as store:
+        task = await store.astart_ttl_sweeper(sweep_interval_minutes=10)
+        await asyncio.sleep(0)
+        assert store.stop_ttl_sweeper(timeout=5) is False  # cancelled, not finished yet
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=30)
+        assert await store.astop_ttl_sweeper(timeout=5)
