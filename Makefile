@@ -23,7 +23,7 @@ STAMP_BENCH := $(call stamp,$(EXTRAS)$(comma)bench)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install install-bench demo test lint types fmt bench clean FORCE
+.PHONY: help venv install install-bench demo test test-lowest lint types fmt bench clean FORCE
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' \
@@ -71,6 +71,33 @@ test: install ## Lint, format check, mypy --strict, then pytest against MySQL
 	echo "==> mypy --strict tidb_memory"; $(BIN)/mypy --strict tidb_memory; \
 	echo "==> pytest (TIDB_MEMORY_TEST_URL set)"; $(BIN)/pytest $(PYTEST_ARGS)
 
+# The same suite on the LOWEST version of every dependency pyproject.toml allows (its own
+# venv; scripts/lowest_pins.py turns each `>=X` into `==X`), so the lower bounds stay true.
+# Test tools resolve freely. Reinstalls when pyproject.toml or the script changes.
+LOWEST_VENV  ?= .venv-lowest
+LOWEST_BIN   := $(LOWEST_VENV)/bin
+STAMP_LOWEST := $(LOWEST_VENV)/.stamp-install-lowest-$(subst $(comma),-,$(EXTRAS))
+
+$(STAMP_LOWEST): pyproject.toml scripts/lowest_pins.py
+	@if ! $(LOWEST_BIN)/python -c 'import pip' >/dev/null 2>&1; then \
+		echo "==> creating $(LOWEST_VENV) with $(PYTHON)"; \
+		rm -rf $(LOWEST_VENV) && \
+		$(PYTHON) -m venv $(LOWEST_VENV) && \
+		$(LOWEST_BIN)/python -m pip install --quiet --upgrade pip && \
+		echo '*' > $(LOWEST_VENV)/.gitignore; \
+	fi
+	@$(PYTHON) scripts/lowest_pins.py > $(LOWEST_VENV)/constraints.txt
+	@echo "==> pip install -e '.[$(EXTRAS)]' -c $(LOWEST_VENV)/constraints.txt"
+	@$(LOWEST_BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' -c $(LOWEST_VENV)/constraints.txt
+	@touch $@
+
+test-lowest: $(STAMP_LOWEST) ## pytest on the lowest dependency versions pyproject allows
+	@set -e; \
+	url=$$(PROBE_PYTHON=$(LOWEST_BIN)/python bash scripts/ensure-mysql.sh); \
+	export TIDB_MEMORY_TEST_URL="$$url"; \
+	echo "==> installed lowest versions"; $(LOWEST_BIN)/python scripts/lowest_pins.py --check; \
+	echo "==> pytest on the lowest versions"; $(LOWEST_BIN)/pytest $(PYTEST_ARGS)
+
 lint: install ## ruff check + ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -88,7 +115,7 @@ bench: install-bench ## Run benchmarks/turns.py
 	$(BIN)/python benchmarks/turns.py
 
 clean: ## Remove .venv, caches and build output
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(LOWEST_VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
 	find . -path ./.git -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 FORCE:
