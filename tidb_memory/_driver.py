@@ -6,6 +6,11 @@ was written against and the reason:
 
 * aiomysql ``Cursor._show_warnings`` (0.2-0.3), overridden: no ``SHOW WARNINGS`` round trip.
 * aiomysql ``Connection._connect()`` (0.2-0.3): the handshake, bounded as a whole.
+* aiomysql ``Connection._request_authentication()``, ``write_packet()``, ``server_capabilities``
+  and ``_ssl_context`` (0.2-0.3), overridden and read: the TLS downgrade guard. aiomysql reads
+  the greeting, then in ``_request_authentication`` upgrades to TLS (only if the server offers
+  it) and writes the credentials, every packet through ``write_packet``; the guard checks each
+  packet there against the socket (``_tls.check_handshake_packet``).
 * aiomysql ``Connection._writer`` (0.2-0.3): the TLS transport, to wait for its close handshake.
 * aiomysql ``cursorclass(conn, False)`` and ``Cursor._rows`` (0.2-0.3): a cursor without the
   future ``Connection.cursor()`` wraps it in, and its rows without a copy per call.
@@ -25,9 +30,9 @@ from sqlalchemy.util import greenlet_spawn
 
 from ._render import _render, _sqlite_params
 from ._retry import Verdict, classify, error_code
-from ._tls import SESSION_CHECK, check_session
+from ._tls import check_handshake_packet
 from ._url import Backend, ConnectionSpec
-from .errors import ConfigurationError, InsecureTransportError, TiDBMemoryError
+from .errors import ConfigurationError, TiDBMemoryError
 
 __all__ = ["INIT_COMMAND", "Connection"]
 
@@ -55,6 +60,28 @@ def _mysql_creator(
             return None
 
     class DriverConnection(aiomysql.Connection):  # type: ignore[misc]
+        _guard_handshake = False
+
+        async def _request_authentication(self) -> None:
+            # Between the greeting and the end of authentication, every packet is checked
+            # (write_packet below) while TLS was asked for: aiomysql would otherwise send the
+            # credentials in plaintext to a server that does not offer TLS.
+            self._guard_handshake = self._ssl_context is not None
+            try:
+                await super()._request_authentication()
+            finally:
+                self._guard_handshake = False
+
+        def write_packet(self, payload: bytes) -> None:
+            if self._guard_handshake:
+                check_handshake_packet(
+                    self._writer.transport,
+                    payload,
+                    server_capabilities=self.server_capabilities,
+                    display=spec.display,
+                )
+            super().write_packet(payload)
+
         async def ensure_closed(self) -> None:
             # The pool closes connections with ensure_closed(), which says goodbye (COM_QUIT)
             # first. On a connection the network already reset that fails, and aiomysql then
@@ -93,10 +120,6 @@ def _mysql_creator(
         try:
             async with asyncio.timeout(spec.connect_timeout):
                 await conn._connect()
-                if context is not None:
-                    cur = conn.cursorclass(conn, False)
-                    await cur.execute(SESSION_CHECK)
-                    row = await cur.fetchone()
         except TimeoutError as exc:
             conn.close()
             raise pymysql.err.OperationalError(
@@ -107,14 +130,8 @@ def _mysql_creator(
         except BaseException:
             conn.close()
             raise
-        if context is not None:
-            try:
-                check_session(row, spec.display)
-            except InsecureTransportError:
-                conn.close()
-                raise
-            if track_tls is not None:
-                track_tls(conn._writer.transport)  # aiomysql 0.2-0.3: the StreamWriter it reads
+        if context is not None and track_tls is not None:
+            track_tls(conn._writer.transport)  # aiomysql 0.2-0.3: the StreamWriter it reads
         return conn
 
     return connect

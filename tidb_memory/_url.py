@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,7 +15,7 @@ from typing import Any, Literal
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from ._tls import TLSSettings
+from ._tls import TLS_PARAMS, TLSSettings, is_tidb_cloud, tls_settings
 from .errors import ConfigurationError
 
 __all__ = [
@@ -51,33 +50,10 @@ _SCHEMES: dict[str, Backend] = {
     "mysql+aiomysql": "mysql",
     "sqlite+aiosqlite": "sqlite",
 }
-_TLS_PARAMS = frozenset(
-    {
-        "ssl",
-        "ssl_ca",
-        "ssl_capath",
-        "ssl_cert",
-        "ssl_key",
-        "ssl_verify_cert",
-        "ssl_verify_identity",
-        "ssl_check_hostname",
-    }
-)
 _OTHER_PARAMS = frozenset({"charset", "connect_timeout", "read_timeout", "unix_socket"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 _ENGINE_ARGS = frozenset(
     {"pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping", "echo"}
 )
-
-
-def _flag(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigurationError(f"URL parameter {name}={value!r} is not a boolean (use true or false)")
 
 
 def _seconds(values: dict[str, str], name: str, default: float) -> float:
@@ -153,11 +129,11 @@ def parse_url(url: str | URL) -> ConnectionSpec:
         return ConnectionSpec(backend="sqlite", url=parsed)
 
     query = dict(parsed.query)
-    unknown = sorted(set(query) - _TLS_PARAMS - _OTHER_PARAMS)
+    unknown = sorted(set(query) - TLS_PARAMS - _OTHER_PARAMS)
     if unknown:
         raise ConfigurationError(
             f"unsupported URL parameter(s) {', '.join(unknown)}; supported: "
-            + ", ".join(sorted(_TLS_PARAMS | _OTHER_PARAMS))
+            + ", ".join(sorted(TLS_PARAMS | _OTHER_PARAMS))
         )
     values: dict[str, str] = {}
     for name, value in query.items():
@@ -171,31 +147,11 @@ def parse_url(url: str | URL) -> ConnectionSpec:
     read_timeout = _seconds(values, "read_timeout", DEFAULT_READ_TIMEOUT)
 
     host = parsed.host or ""
-    tidb_cloud = host.lower().endswith(".tidbcloud.com")
-    tls_asked = any(name in _TLS_PARAMS for name in values)
-    if "ssl" in values and not _flag("ssl", values["ssl"]):
-        if tidb_cloud:
-            raise ConfigurationError("TiDB Cloud accepts TLS connections only; remove ssl=false")
-        if len(set(values) & _TLS_PARAMS) > 1:
-            raise ConfigurationError("ssl=false contradicts the other ssl_* parameters")
-        tls_asked = False
-    tls: TLSSettings | None = None
-    if tls_asked or tidb_cloud:
-        for name in ("ssl_ca", "ssl_cert", "ssl_key"):
-            if name in values and not os.path.isfile(values[name]):
-                raise ConfigurationError(f"{name}: no such file: {values[name]!r}")
-        if "ssl_capath" in values and not os.path.isdir(values["ssl_capath"]):
-            raise ConfigurationError(f"ssl_capath: no such directory: {values['ssl_capath']!r}")
-        verify_cert = _flag("ssl_verify_cert", values.get("ssl_verify_cert", "true"))
-        identity = values.get("ssl_verify_identity", values.get("ssl_check_hostname", "true"))
-        tls = TLSSettings(
-            ca=values.get("ssl_ca"),
-            capath=values.get("ssl_capath"),
-            cert=values.get("ssl_cert"),
-            key=values.get("ssl_key"),
-            verify_cert=verify_cert,
-            verify_identity=verify_cert and _flag("ssl_verify_identity", identity),
-        )
+    tidb_cloud = is_tidb_cloud(host)
+    tls = tls_settings(values, tidb_cloud=tidb_cloud)
+    if tls is not None and host.endswith("."):
+        # The same DNS name, as certificates (and TLS's server name indication) spell it.
+        parsed = parsed.set(host=host.rstrip("."))
     kept = {"unix_socket": values["unix_socket"]} if "unix_socket" in values else {}
     normal = parsed.set(drivername="mysql+aiomysql", query=kept)
     return ConnectionSpec(
