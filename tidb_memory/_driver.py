@@ -14,7 +14,12 @@ was written against and the reason:
 * aiomysql ``Connection._writer`` (0.2-0.3): the TLS transport, to wait for its close handshake.
 * aiomysql ``cursorclass(conn, False)`` and ``Cursor._rows`` (0.2-0.3): a cursor without the
   future ``Connection.cursor()`` wraps it in, and its rows without a copy per call.
-* SQLAlchemy ``Pool._invalidate`` (2.0): a lost connection marks its whole generation stale.
+* SQLAlchemy ``Pool._invalidate`` (2.0-2.1): a lost connection marks its whole generation stale.
+* SQLAlchemy ``sqlalchemy.util.greenlet_spawn`` (2.0-2.1), undocumented: the pool's sync API
+  called from a coroutine.
+
+``tests/test_driver_reaches.py`` exercises each of them by name, on the newest and the lowest
+versions pyproject.toml allows (``make test``, ``make test-lowest``).
 """
 
 from __future__ import annotations
