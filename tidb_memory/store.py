@@ -35,11 +35,11 @@ import sqlite3
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from langchain_core.messages import BaseMessage, SystemMessage, ToolMessage
 
@@ -54,7 +54,7 @@ from .codec import (
     encode_json,
 )
 from .engine import Backend, Connection, Database
-from .errors import InvalidInputError, MessageTooLargeError, StorageError
+from .errors import InvalidInputError, MessageTooLargeError, SchemaError, StorageError
 from .schema import (
     MIGRATIONS_TABLE,
     MSG_KEY_INDEX,
@@ -85,6 +85,8 @@ __all__ = [
     "to_utc",
     "trim_window",
 ]
+
+T = TypeVar("T")
 
 #: Rows deleted per statement when clearing a session on MySQL/TiDB (TiDB caps a transaction).
 CLEAR_BATCH = 10_000
@@ -499,15 +501,33 @@ class MessageStore:
                 table=self.table,
             )
 
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], operation: str) -> T:
+        """Set the table up on first use, then run ``attempt`` under the retry policy.
+
+        A table dropped under this running process (error 1146, SQLite's "no such table")
+        makes its set-up mark stale: with ``create_table`` the mark is forgotten, the table set
+        up again and ``attempt`` run once more; without it the ``SchemaError``, which names
+        ``create_tables``, is raised.
+        """
+        await self._ensure()
+        try:
+            return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
+        except SchemaError as exc:
+            missing = exc.errno == 1146 or "no such table" in str(exc)
+            if not (missing and self.create_table):
+                raise
+        _schema_done.discard(self._ready)
+        await self._ensure()
+        return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
+
     async def _fetch(self, sql: str, params: Sequence[Any], operation: str) -> list[Any]:
         """Run one read-only statement, retrying transient failures."""
-        await self._ensure()
 
         async def attempt() -> list[Any]:
             async with self.db.connection() as conn:
                 return await conn.fetchall(sql, params)
 
-        return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
+        return await self._retrying(attempt, operation)
 
     async def _delete(
         self,
@@ -521,7 +541,6 @@ class MessageStore:
 
         ``progress`` gets the running total after each statement.
         """
-        await self._ensure()
         # Kept across attempts: batches deleted before a retried failure still count.
         deleted = [0]
 
@@ -535,7 +554,7 @@ class MessageStore:
                     if not batch or count < batch:
                         return deleted[0]
 
-        return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
+        return await self._retrying(attempt, operation)
 
     def _since(self, earliest: datetime | None) -> str | None:
         """The lower bound on ``created_at`` for reads: ``earliest``, or the TTL's, if later."""
@@ -734,7 +753,6 @@ class MessageStore:
         last_seq: int | None,
         operation: str,
     ) -> int | None:
-        await self._ensure()
         backend = self.db.backend
         hint = [last_seq]
 
@@ -765,7 +783,7 @@ class MessageStore:
                     seq = hint[0]
                     return None if seq is None else seq + len(payloads)
 
-        return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
+        return await self._retrying(attempt, operation)
 
     def _insert(
         self,
@@ -1005,7 +1023,6 @@ class MessageStore:
         return await self.db.run(self._restore, rows, payloads)
 
     async def _restore(self, params: list[Any], payloads: list[str]) -> int:
-        await self._ensure()
         sql = restore_statement(self.db.backend, self.table, len(payloads))
 
         async def attempt() -> int:
@@ -1013,7 +1030,7 @@ class MessageStore:
                 self._check_packet(conn, payloads)
                 return await conn.execute(sql, params)
 
-        return await retrying(attempt, policy=self.retry, operation="arestore", table=self.table)
+        return await self._retrying(attempt, "arestore")
 
     async def astatus(self, *, pings: int = 5) -> ServerStatus:
         """Connect, and describe the server and this table without changing anything.
