@@ -229,7 +229,7 @@ async def test_the_driver_gets_the_verifying_context(
     assert seen["autocommit"] is True
     assert seen["charset"] == "utf8mb4"
     assert seen["init_command"] == INIT_COMMAND
-    assert "READ COMMITTED" in INIT_COMMAND
+    assert "= 'READ-COMMITTED'" in INIT_COMMAND
     assert seen["local_infile"] is False
     assert seen["connect_timeout"] == DEFAULT_CONNECT_TIMEOUT
     assert seen["closed"] is True  # the half-open connection is closed on failure
