@@ -4,12 +4,14 @@ on is refused; closing a pool waits (briefly) for its TLS close handshakes."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InsecureTransportError
+from .errors import ConfigurationError, InsecureTransportError
 
 __all__ = [
     "SESSION_CHECK",
@@ -38,10 +40,32 @@ class TLSSettings:
     verify_identity: bool = True
 
     def context(self) -> ssl.SSLContext:
-        """A client context: system CA store unless ``ca``/``capath`` is given; hostname checked."""
-        ctx = ssl.create_default_context(cafile=self.ca, capath=self.capath)
+        """A client context: system CA store unless ``ca``/``capath`` is given; hostname checked.
+
+        It reads the files, so it runs off the event loop, when the engine is built (never at
+        construction).
+
+        Raises:
+            ConfigurationError: a file is missing or cannot be loaded; retrying cannot help.
+        """
+        try:
+            if self.capath is not None and not os.path.isdir(self.capath):
+                # OpenSSL only records a directory it would search later: check it now.
+                raise FileNotFoundError(errno.ENOENT, "no such directory")
+            ctx = ssl.create_default_context(cafile=self.ca, capath=self.capath)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigurationError(
+                f"ssl_ca {self.ca!r} / ssl_capath {self.capath!r} cannot be loaded "
+                f"({type(exc).__name__}: {exc}); give a PEM CA file or a directory of them"
+            ) from exc
         if self.cert:
-            ctx.load_cert_chain(self.cert, self.key)
+            try:
+                ctx.load_cert_chain(self.cert, self.key)
+            except (OSError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"ssl_cert {self.cert!r} / ssl_key {self.key!r} cannot be loaded "
+                    f"({type(exc).__name__}: {exc}); give a PEM certificate and its matching key"
+                ) from exc
         if not self.verify_cert:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE

@@ -9,7 +9,6 @@ read up to the last ``@`` before the host, never split into a host that shows it
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -241,11 +240,8 @@ def parse_url(url: str | URL) -> ConnectionSpec:
         tls_asked = False
     tls: TLSSettings | None = None
     if tls_asked or tidb_cloud:
-        for name in ("ssl_ca", "ssl_cert", "ssl_key"):
-            if name in values and not os.path.isfile(values[name]):
-                raise ConfigurationError(f"{name}: no such file: {values[name]!r}")
-        if "ssl_capath" in values and not os.path.isdir(values["ssl_capath"]):
-            raise ConfigurationError(f"ssl_capath: no such directory: {values['ssl_capath']!r}")
+        # The files are read (and a missing one refused) when the engine is built, off the
+        # event loop: parsing does no I/O.
         verify_cert = _flag("ssl_verify_cert", values.get("ssl_verify_cert", "true"))
         identity = values.get("ssl_verify_identity", values.get("ssl_check_hostname", "true"))
         tls = TLSSettings(

@@ -149,9 +149,10 @@ class Database:
             resources = await _resources_for(loop)
         engine = resources.engines.get(self.key)
         if engine is None:
-            engine = resources.engines.setdefault(
-                self.key, _create_engine(self.spec, self._engine_kwargs)
-            )
+            # Off the loop: building an engine reads files (a TLS context loads its CA and key;
+            # SQLAlchemy's SQLite dialect calls os.path.abspath). Once per loop and database.
+            created = await asyncio.to_thread(_create_engine, self.spec, self._engine_kwargs)
+            engine = resources.engines.setdefault(self.key, created)
         return engine
 
     def connection(self) -> _Checkout:
