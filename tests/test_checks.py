@@ -15,6 +15,8 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from tests.conftest import Target
+from tests.test_migrate import migrate
+from tests.test_migrate import seed_table as seed_table  # a fixture
 from tidb_memory import (
     AsyncTiDBChatMessageHistory,
     InvalidInputError,
@@ -258,3 +260,10 @@ async def test_surrogate_never_aliases_a_real_string(backend: Target, table: str
         (table,),
     )
     assert rows == [("aé",)]
+
+
+def test_an_int_enum_batch_migrates_a_seed_table(mysql: Target, seed_table: str) -> None:
+    report = migrate(seed_table, batch=Size.TWO)  # type: ignore[arg-type]
+    assert report.copied == report.rows == 11  # the fixture's rows, two per statement
+    with pytest.raises(InvalidInputError, match="batch must be an int from 1 to 10000"):
+        migrate(seed_table + "_other", batch="2")  # type: ignore[arg-type]
