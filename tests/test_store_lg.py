@@ -668,3 +668,19 @@ async def test_stopping_the_sweeper_from_its_own_loop_thread_does_not_block(
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=30)
         assert await store.astop_ttl_sweeper(timeout=5)
+
+
+async def test_limits_are_checked_before_any_io(backend: Target) -> None:
+    import enum
+
+    class Page(enum.IntEnum):
+        SIZE = 2
+
+    async with fresh_store(backend) as store:
+        await store.abatch([PutOp(("l",), f"k{i}", {"i": i}) for i in range(3)])
+        assert len(await store.asearch(("l",), limit=Page.SIZE)) == 2  # an int, as ints are
+        for bad in ({"limit": True}, {"limit": "5"}, {"limit": 2.0}, {"offset": -1}):
+            with pytest.raises(InvalidInputError):
+                await store.asearch(("l",), **bad)
+        with pytest.raises(InvalidInputError):
+            await store.alist_namespaces(max_depth=0)

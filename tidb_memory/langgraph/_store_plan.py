@@ -8,7 +8,6 @@ before the batch's writes, and the last put of a key wins, as in ``InMemoryStore
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from langgraph.store.base import (
     validate_op_namespace,
 )
 
+from .._checks import as_count, check_text
 from ..errors import InvalidInputError, MessageTooLargeError
 from ._store_filter import Condition, compile_filter
 from ._store_sql import KEY_MAX_BYTES, NS_MAX_BYTES
@@ -91,29 +91,20 @@ class Plan:
 def _check_ns(namespace: object, *, what: str) -> tuple[str, ...]:
     if not isinstance(namespace, tuple):
         raise InvalidInputError(f"{what} must be a tuple of str, not {type(namespace).__name__}")
-    size = 0
-    for label in namespace:
-        try:
-            size += len(label.encode()) + 1
-        except UnicodeEncodeError as exc:
-            raise InvalidInputError(f"{what} label {label!r} is not valid Unicode text") from exc
+    size = sum(len(check_text(label, f"{what} label").encode()) + 1 for label in namespace)
     if size > NS_MAX_BYTES:
         raise InvalidInputError(f"{what} {namespace!r} is over {NS_MAX_BYTES} bytes of UTF-8")
     return namespace
 
 
 def _check_key(key: object) -> str:
-    if not isinstance(key, str):
-        raise InvalidInputError(f"key must be a str, not {type(key).__name__}")
-    try:
-        size = len(key.encode())
-    except UnicodeEncodeError as exc:
-        raise InvalidInputError(
-            f"key {key!r} is not valid Unicode text (a lone surrogate)"
-        ) from exc
+    # Any str of valid Unicode: a trailing space, a NUL or nothing at all are exact keys here
+    # (binary columns), unlike the ids of the chat tables.
+    text = check_text(key, "key")
+    size = len(text.encode())
     if size > KEY_MAX_BYTES:
         raise InvalidInputError(f"key is {size} bytes of UTF-8, over the {KEY_MAX_BYTES} allowed")
-    return key
+    return text
 
 
 def _check_value(value: object, max_bytes: int) -> tuple[str, dict[str, Any]]:
@@ -141,16 +132,6 @@ def _check_value(value: object, max_bytes: int) -> tuple[str, dict[str, Any]]:
     return text.decode(), parsed
 
 
-def _count(value: object, name: str) -> int:
-    try:
-        number = operator.index(value)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise InvalidInputError(f"{name} must be an int, not {value!r}") from exc
-    if number < 0:
-        raise InvalidInputError(f"{name} must be >= 0, not {number}")
-    return number
-
-
 def plan(ops: Iterable[Op], *, max_value_bytes: int) -> Plan:
     """Check ``ops`` and plan them. No I/O.
 
@@ -172,15 +153,17 @@ def plan(ops: Iterable[Op], *, max_value_bytes: int) -> Plan:
             _check_ns(op.namespace_prefix, what="namespace_prefix")
             if op.query is not None and not isinstance(op.query, str):
                 raise InvalidInputError("query must be a str")
-            limit, offset = _count(op.limit, "limit"), _count(op.offset, "offset")
+            limit = as_count("limit", op.limit, low=0)
+            offset = as_count("offset", op.offset, low=0)
             out.searches.append(Search(i, op, compile_filter(op.filter), limit, offset))
         elif isinstance(op, ListNamespacesOp):
             for cond in op.match_conditions or ():
                 if cond.match_type not in ("prefix", "suffix"):
                     raise InvalidInputError(f"unknown match_type {cond.match_type!r}")
-            if op.max_depth is not None and _count(op.max_depth, "max_depth") < 1:
-                raise InvalidInputError("max_depth must be >= 1")
-            _count(op.limit, "limit"), _count(op.offset, "offset")
+            if op.max_depth is not None:
+                as_count("max_depth", op.max_depth)
+            as_count("limit", op.limit, low=0)
+            as_count("offset", op.offset, low=0)
             out.lists.append((i, op))
         elif isinstance(op, PutOp):
             ns = _check_ns(op.namespace, what="namespace")
