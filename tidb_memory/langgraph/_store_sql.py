@@ -27,10 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._checks import check_table_name
 from .._migrations import Migration
 from ..engine import Backend
 from ..errors import InvalidInputError
-from ..schema import check_table_name, quote
+from ..schema import quote
 from ._store_filter import Condition, condition_sql
 
 __all__ = [
