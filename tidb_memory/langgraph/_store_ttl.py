@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from .. import _bridge
 from .._retry import RetryPolicy, retrying
 from ..engine import Backend, Database
 from ..errors import InvalidInputError
@@ -142,7 +143,7 @@ class TTLSweeper:
         if _running_loop() is loop:  # on the sweeper's own thread: waiting would deadlock
             task.cancel()
             return task.done()
-        return asyncio.run_coroutine_threadsafe(self.astop_ttl_sweeper(timeout), loop).result()
+        return _bridge.call_on(loop, self.astop_ttl_sweeper, timeout)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
