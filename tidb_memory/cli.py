@@ -327,22 +327,39 @@ def parse_duration(text: str) -> timedelta:
     seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([wdhms])", cleaned))
     if seconds <= 0:
         raise InvalidInputError(f"{text!r} is not a positive duration")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise InvalidInputError(
+            f"{text!r} is too long a duration; the longest is {timedelta.max.days:,} days"
+        ) from None
 
 
 def _moment(text: str) -> datetime:
     """A duration before now (``30d``), or an ISO 8601 time (naive means UTC)."""
-    try:
-        return datetime.now(UTC) - parse_duration(text)
-    except InvalidInputError:
-        pass
+    if _DURATION.fullmatch(text.strip().lower()):
+        delta = parse_duration(text)
+        try:
+            return datetime.now(UTC) - delta
+        except OverflowError:
+            raise InvalidInputError(
+                f"{text!r} is too long a duration: it reaches back before year 1"
+            ) from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInputError(
             f"{text!r} is neither a duration (30d, 12h) nor an ISO time (2025-01-31T00:00)"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        # Every later step works in UTC: a time with no UTC form is refused here, once.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInputError(
+            f"{text!r} is out of range in UTC; use a time from year 1 to 9999 in UTC"
+        ) from None
 
 
 def _when(value: datetime | None) -> str:
