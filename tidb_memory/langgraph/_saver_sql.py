@@ -190,35 +190,46 @@ class Select:
     ns: bool = False
     checkpoint_id: bool = False
     latest: bool = False
-    filters: tuple[tuple[str, str], ...] = ()
+    filters: tuple[str, ...] = ()
     before: bool = False
     cursor: bool = False
     limit: bool = False
 
 
-def _filter_sql(backend: Backend, filters: tuple[tuple[str, str], ...]) -> list[str]:
-    if not filters:
-        return []
-    if backend == "mysql":
-        return ["JSON_CONTAINS(`metadata`, %s)"]
-    # SQLite has no JSON containment: compare key by key, with the JSON type.
+def _filter_sql(backend: Backend, filters: tuple[str, ...]) -> list[str]:
+    """Conditions that keep a superset of the rows a metadata filter matches (see
+    ``_saver_rows.filter_terms``); one per key, in the order of its parameters."""
     out: list[str] = []
-    for _key, kind in filters:
-        path = "json_extract(`metadata`, ?)"
-        typ = "json_type(`metadata`, ?)"
-        if kind == "null":
-            out.append(f"{typ} = 'null'")
-        elif kind == "true":
-            out.append(f"{typ} = 'true'")
-        elif kind == "false":
-            out.append(f"{typ} = 'false'")
-        elif kind == "text":
-            out.append(f"({typ} = 'text' AND {path} = ?)")
-        elif kind == "number":
-            out.append(f"({typ} IN ('integer', 'real') AND {path} = ?)")
+    for kind in filters:
+        if backend == "mysql":
+            typ = "JSON_TYPE(JSON_EXTRACT(`metadata`, %s))"
+            if kind == "text":
+                out.append(
+                    "(JSON_UNQUOTE(JSON_EXTRACT(`metadata`, %s)) = %s AND " + typ + " = 'STRING')"
+                )
+            else:
+                out.append(_MYSQL_FILTER[kind].format(typ))
         else:
-            out.append(f"{path} = json(?)")
+            typ = "json_type(`metadata`, ?)"
+            if kind == "text":
+                out.append(f"(json_extract(`metadata`, ?) = ? AND {typ} = 'text')")
+            else:
+                out.append(_SQLITE_FILTER[kind].format(typ))
     return out
+
+
+_MYSQL_FILTER = {
+    "null": "COALESCE({}, 'NULL') = 'NULL'",
+    "number": "{} IN ('INTEGER', 'UNSIGNED INTEGER', 'DOUBLE', 'DECIMAL', 'BOOLEAN')",
+    "array": "{} = 'ARRAY'",
+    "object": "{} = 'OBJECT'",
+}
+_SQLITE_FILTER = {
+    "null": "COALESCE({}, 'null') = 'null'",
+    "number": "{} IN ('integer', 'real', 'true', 'false')",
+    "array": "{} = 'array'",
+    "object": "{} = 'object'",
+}
 
 
 @lru_cache(maxsize=512)
