@@ -40,6 +40,7 @@ from tidb_memory.langgraph._saver_sql import (
     Select,
     Tables,
     insert_blobs_statement,
+    touch_thread_statement,
     upsert_checkpoint_statement,
 )
 
@@ -357,7 +358,12 @@ def prepare_put(
     stored = dict(checkpoint)
     stored["channel_values"] = inline
     body = to_json(stored, "the checkpoint")
-    meta = to_json(get_serializable_checkpoint_metadata(config, metadata), "the metadata")
+    meta_dict = get_serializable_checkpoint_metadata(config, metadata)
+    meta = to_json(meta_dict, "the metadata")
+    user_id = meta_dict.get("user_id")
+    if user_id is not None:
+        # The owner alist_threads lists by: from config["configurable"] or the metadata.
+        user_id = _checks.check_id(str(user_id), "metadata user_id", max_chars=ID_MAX_CHARS)
     # Bytes, not characters: an emoji is one character and four bytes of the row.
     if len(body) + len(meta) > limit:
         raise too_large(
@@ -373,6 +379,10 @@ def prepare_put(
         [
             *batches(backend, opts.tables, rows, insert_blobs_statement),
             (upsert_checkpoint_statement(backend, opts.tables), params),
+            (
+                touch_thread_statement(backend, opts.tables),
+                [thread_id, user_id] if backend == "mysql" else [thread_id, user_id, thread_id],
+            ),
         ]
     )
 

@@ -29,6 +29,7 @@ class Tables:
     blobs: str
     writes: str
     migrations: str
+    threads: str
 
     @classmethod
     def from_prefix(cls, prefix: object) -> Tables:
@@ -39,6 +40,7 @@ class Tables:
             blobs=check_table_name(f"{prefix}_blobs"),
             writes=check_table_name(f"{prefix}_writes"),
             migrations=check_table_name(f"{prefix}_migrations"),
+            threads=check_table_name(f"{prefix}_threads"),
         )
 
 
@@ -122,10 +124,61 @@ def _v1(backend: Backend, t: Tables) -> list[str]:
     ]
 
 
+def _v2(backend: Backend, t: Tables) -> list[str]:
+    """Version 2: one row per thread (owner, title, last activity, checkpoint count), filled
+    from the checkpoints already stored, so that a user's threads list without an aggregate."""
+    th, cp = quote(backend, t.threads), quote(backend, t.checkpoints)
+    if backend == "mysql":
+        user = (
+            "MAX(CASE WHEN JSON_TYPE(JSON_EXTRACT(`metadata`, '$.user_id')) = 'STRING' "
+            "THEN JSON_UNQUOTE(JSON_EXTRACT(`metadata`, '$.user_id')) END)"
+        )
+        return [
+            f"CREATE TABLE IF NOT EXISTS {th} (\n"
+            "  `thread_id` VARCHAR(255) NOT NULL,\n"
+            "  `user_id` VARCHAR(255) NULL,\n"
+            "  `title` TEXT NULL,\n"
+            "  `last_activity` DATETIME(6) NOT NULL,\n"
+            "  `checkpoints` BIGINT NOT NULL DEFAULT 0,\n"
+            f"  PRIMARY KEY (`thread_id`){_CLUSTERED},\n"
+            "  KEY `ix_user_activity` (`user_id`, `last_activity`, `thread_id`),\n"
+            "  KEY `ix_activity` (`last_activity`, `thread_id`)\n" + _MYSQL_TABLE,
+            f"INSERT INTO {th} (`thread_id`, `user_id`, `last_activity`, `checkpoints`) "
+            f"SELECT `thread_id`, {user}, UTC_TIMESTAMP(6), COUNT(*) FROM {cp} "
+            "GROUP BY `thread_id` ON DUPLICATE KEY UPDATE `checkpoints` = VALUES(`checkpoints`)",
+        ]
+    user = (
+        "MAX(CASE WHEN json_type(`metadata`, '$.user_id') = 'text' "
+        "THEN json_extract(`metadata`, '$.user_id') END)"
+    )
+    return [
+        f"CREATE TABLE IF NOT EXISTS {th} (\n"
+        "  thread_id TEXT NOT NULL PRIMARY KEY,\n"
+        "  user_id TEXT NULL,\n"
+        "  title TEXT NULL,\n"
+        "  last_activity TEXT NOT NULL,\n"
+        "  checkpoints INTEGER NOT NULL DEFAULT 0\n"
+        ") WITHOUT ROWID",
+        f'CREATE INDEX IF NOT EXISTS "{t.threads}_user" '
+        f"ON {th} (user_id, last_activity, thread_id)",
+        f'CREATE INDEX IF NOT EXISTS "{t.threads}_activity" ON {th} (last_activity, thread_id)',
+        f"INSERT INTO {th} (thread_id, user_id, last_activity, checkpoints) "
+        f"SELECT thread_id, {user}, {_SQLITE_NOW}, COUNT(*) FROM {cp} WHERE true "
+        "GROUP BY thread_id ON CONFLICT (thread_id) "
+        "DO UPDATE SET checkpoints = excluded.checkpoints",
+    ]
+
+
+_SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
 #: The schema, as (version, description, statements). Append only: a version, once released,
 #: never changes. Every statement must be idempotent (``IF NOT EXISTS``, or a guarded ALTER), so
 #: that a setup interrupted between a DDL and its version record can simply run again.
-MIGRATIONS: tuple[tuple[int, str, Any], ...] = ((1, "checkpoints, blobs and writes tables", _v1),)
+MIGRATIONS: tuple[tuple[int, str, Any], ...] = (
+    (1, "checkpoints, blobs and writes tables", _v1),
+    (2, "threads table: owner, title, last activity, checkpoint count", _v2),
+)
 
 
 def migrations_table(backend: Backend, t: Tables) -> str:
@@ -369,6 +422,34 @@ def upsert_checkpoint_statement(backend: Backend, t: Tables) -> str:
         head
         + " ON CONFLICT (`thread_id`, `ns_hash`, `checkpoint_id`) DO UPDATE SET "
         + ", ".join(f"`{c}` = excluded.`{c}`" for c in cols)
+    )
+
+
+@lru_cache(maxsize=256)
+def touch_thread_statement(backend: Backend, t: Tables) -> str:
+    """Keep the thread's row current after a checkpoint upsert, in the same round trip.
+
+    Parameters: thread_id, user_id (``NULL`` keeps the stored one) and, on SQLite, thread_id
+    again. On MySQL and TiDB the count grows by ``ROW_COUNT() = 1``: 1 when the upsert just
+    before it inserted a new checkpoint, 0 when it found it stored (a retried or repeated
+    ``put``), so a retry never counts twice. On SQLite the count is taken afresh.
+    """
+    th = quote(backend, t.threads)
+    if backend == "mysql":
+        return (
+            f"INSERT INTO {th} (`thread_id`, `user_id`, `last_activity`, `checkpoints`) "
+            "VALUES (%s, %s, UTC_TIMESTAMP(6), ROW_COUNT() = 1) ON DUPLICATE KEY UPDATE "
+            "`user_id` = COALESCE(VALUES(`user_id`), `user_id`), "
+            "`last_activity` = GREATEST(`last_activity`, VALUES(`last_activity`)), "
+            "`checkpoints` = `checkpoints` + VALUES(`checkpoints`)"
+        )
+    return (
+        f"INSERT INTO {th} (thread_id, user_id, last_activity, checkpoints) "
+        f"VALUES (?, ?, {_SQLITE_NOW}, (SELECT COUNT(*) FROM {quote(backend, t.checkpoints)} "
+        "WHERE thread_id = ?)) ON CONFLICT (thread_id) DO UPDATE SET "
+        "user_id = COALESCE(excluded.user_id, user_id), "
+        "last_activity = MAX(last_activity, excluded.last_activity), "
+        "checkpoints = excluded.checkpoints"
     )
 
 
