@@ -30,6 +30,7 @@ from langgraph.checkpoint.base import (
     empty_checkpoint,
 )
 from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 
@@ -204,6 +205,15 @@ class SyncPath(BaseCheckpointSaver[str]):
     async def adelete_thread(self, thread_id: str) -> None:
         await asyncio.to_thread(self.inner.delete_thread, thread_id)
 
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.inner.prune, thread_ids, strategy=strategy)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.inner.copy_thread, source_thread_id, target_thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.inner.delete_for_runs, run_ids)
+
 
 async def run_conformance(url: str, *, sync: bool = False, **kwargs: Any) -> Any:
     prefix = _prefix()
@@ -222,10 +232,18 @@ async def run_conformance(url: str, *, sync: bool = False, **kwargs: Any) -> Any
 
 
 def assert_passed(report: Any) -> None:
+    """Every capability, base and extended, detected and passed; the report is printed."""
+    report.print_report()
     failures = {
         name: result.failures for name, result in report.results.items() if result.passed is False
     }
     assert report.passed_all_base(), failures
+    assert {c.value for c in ALL_CAPABILITIES} <= set(report.results), report.results
+    for cap in ALL_CAPABILITIES:
+        result = report.results[cap.value]
+        assert result.detected and result.passed is True, (cap.value, result)
+        assert result.tests_passed > 0 and result.tests_failed == 0, (cap.value, result)
+    assert report.passed_all() and report.conformance_level() == "FULL", failures
 
 
 @pytest.mark.parametrize("inline_primitives", [True, False])
@@ -851,14 +869,15 @@ async def test_delete_thread_in_bounded_batches(url: str, recorder: Recorder) ->
         await asyncio.to_thread(saver.delete_thread, doomed)
         deletes = [sql for _, sql, _ in recorder.statements if sql.startswith("DELETE")]
         if url.startswith("mysql"):
-            assert all("LIMIT 4" in sql for sql in deletes)
+            assert all("LIMIT 4" in sql or "_threads`" in sql for sql in deletes)
+            assert all(sql.endswith("LIMIT 1") for sql in deletes if "_threads`" in sql)
             assert len(deletes) >= 3 + 10 // 4
         assert await saver.aget_tuple(config(doomed)) is None
         assert await saver.aget_tuple(config(doomed, "child:1")) is None
         assert [t async for t in saver.alist(config(doomed))] == []
         t = saver.tables
         async with saver.db.connection() as conn:
-            for table in (t.checkpoints, t.blobs, t.writes):
+            for table in (t.checkpoints, t.blobs, t.writes, t.threads):
                 p = "%s" if url.startswith("mysql") else "?"
                 sql = f"SELECT COUNT(*) FROM {table} WHERE thread_id = {p}"
                 rows = await conn.fetchall(sql, [doomed])

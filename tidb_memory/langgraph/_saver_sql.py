@@ -163,13 +163,13 @@ def _v2(backend: Backend, t: Tables) -> list[str]:
         f"ON {th} (user_id, last_activity, thread_id)",
         f'CREATE INDEX IF NOT EXISTS "{t.threads}_activity" ON {th} (last_activity, thread_id)',
         f"INSERT INTO {th} (thread_id, user_id, last_activity, checkpoints) "
-        f"SELECT thread_id, {user}, {_SQLITE_NOW}, COUNT(*) FROM {cp} WHERE true "
+        f"SELECT thread_id, {user}, {SQLITE_NOW}, COUNT(*) FROM {cp} WHERE true "
         "GROUP BY thread_id ON CONFLICT (thread_id) "
         "DO UPDATE SET checkpoints = excluded.checkpoints",
     ]
 
 
-_SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
 
 #: The schema, as (version, description, statements). Append only: a version, once released,
@@ -227,11 +227,11 @@ def record_version(backend: Backend, t: Tables) -> str:
     )
 
 
-def _p(backend: Backend) -> str:
+def placeholder(backend: Backend) -> str:
     return "%s" if backend == "mysql" else "?"
 
 
-def _hash_param(backend: Backend) -> str:
+def hash_param(backend: Backend) -> str:
     return "UNHEX(%s)" if backend == "mysql" else "?"
 
 
@@ -295,20 +295,20 @@ def read_statement(backend: Backend, t: Tables, sel: Select) -> str:
     fields travel packed because the client parses every column's description on every
     read: three columns instead of ten cost a fraction of the CPU.
     """
-    p = _p(backend)
+    p = placeholder(backend)
     cp, bl, wr = (quote(backend, n) for n in (t.checkpoints, t.blobs, t.writes))
     where: list[str] = []
     if sel.thread:
         where.append(f"`thread_id` = {p}")
     if sel.ns:
-        where.append(f"`ns_hash` = {_hash_param(backend)}")
+        where.append(f"`ns_hash` = {hash_param(backend)}")
     if sel.checkpoint_id:
         where.append(f"`checkpoint_id` = {p}")
     where += _filter_sql(backend, sel.filters)
     if sel.before:
         where.append(f"`checkpoint_id` < {p}")
     if sel.cursor:
-        h = _hash_param(backend)
+        h = hash_param(backend)
         if sel.thread and sel.ns:
             where.append(f"`checkpoint_id` < {p}")
         else:
@@ -407,11 +407,11 @@ def _fields(kind: int, src: str, rest: str) -> str:
 @lru_cache(maxsize=256)
 def upsert_checkpoint_statement(backend: Backend, t: Tables) -> str:
     """Insert a checkpoint row, or replace its contents (a retried or repeated ``put``)."""
-    p = _p(backend)
+    p = placeholder(backend)
     head = (
         f"INSERT INTO {quote(backend, t.checkpoints)} (`thread_id`, `ns_hash`, `checkpoint_ns`, "
         "`checkpoint_id`, `parent_checkpoint_id`, `v`, `checkpoint`, `metadata`, `refs`) "
-        f"VALUES ({p}, {_hash_param(backend)}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+        f"VALUES ({p}, {hash_param(backend)}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
     )
     cols = ("v", "checkpoint", "metadata", "refs")
     if backend == "mysql":
@@ -445,7 +445,7 @@ def touch_thread_statement(backend: Backend, t: Tables) -> str:
         )
     return (
         f"INSERT INTO {th} (thread_id, user_id, last_activity, checkpoints) "
-        f"VALUES (?, ?, {_SQLITE_NOW}, (SELECT COUNT(*) FROM {quote(backend, t.checkpoints)} "
+        f"VALUES (?, ?, {SQLITE_NOW}, (SELECT COUNT(*) FROM {quote(backend, t.checkpoints)} "
         "WHERE thread_id = ?)) ON CONFLICT (thread_id) DO UPDATE SET "
         "user_id = COALESCE(excluded.user_id, user_id), "
         "last_activity = MAX(last_activity, excluded.last_activity), "
@@ -456,8 +456,8 @@ def touch_thread_statement(backend: Backend, t: Tables) -> str:
 @lru_cache(maxsize=1024)
 def insert_blobs_statement(backend: Backend, t: Tables, rows: int) -> str:
     """Insert ``rows`` blobs; an existing (channel, version) is left as it is."""
-    p = _p(backend)
-    row = f"({p}, {_hash_param(backend)}, {p}, {p}, {p}, {p})"
+    p = placeholder(backend)
+    row = f"({p}, {hash_param(backend)}, {p}, {p}, {p}, {p})"
     head = (
         f"INSERT INTO {quote(backend, t.blobs)} "
         "(`thread_id`, `ns_hash`, `channel`, `version`, `type`, `blob`) VALUES "
@@ -477,8 +477,8 @@ def insert_writes_statement(backend: Backend, t: Tables, rows: int) -> str:
     one; a normal write keeps the first value stored under its (task_id, idx), so a retried or
     repeated call changes nothing.
     """
-    p = _p(backend)
-    row = f"({p}, {_hash_param(backend)}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+    p = placeholder(backend)
+    row = f"({p}, {hash_param(backend)}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
     head = (
         f"INSERT INTO {quote(backend, t.writes)} (`thread_id`, `ns_hash`, `checkpoint_id`, "
         "`task_id`, `idx`, `task_path`, `channel`, `type`, `blob`) VALUES "
@@ -502,7 +502,7 @@ def insert_writes_statement(backend: Backend, t: Tables, rows: int) -> str:
 @lru_cache(maxsize=256)
 def delete_thread_statements(backend: Backend, t: Tables, batch: int) -> tuple[str, ...]:
     """Delete a thread, checkpoints first (readers stop seeing it), in bounded batches."""
-    p = _p(backend)
+    p = placeholder(backend)
     limit = f" LIMIT {int(batch)}" if backend == "mysql" else ""
     return tuple(
         f"DELETE FROM {quote(backend, name)} WHERE `thread_id` = {p}{limit}"

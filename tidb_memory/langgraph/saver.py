@@ -96,13 +96,13 @@ from tidb_memory.langgraph._saver_sql import (
     Select,
     Tables,
     applied_versions,
-    delete_thread_statements,
     insert_writes_statement,
     migrations_columns,
     migrations_table,
     read_statement,
     record_version,
 )
+from tidb_memory.langgraph.retention import RetentionMixin, RetentionPolicy
 
 __all__ = [
     "DEFAULT_CHECKPOINT_PREFIX",
@@ -128,7 +128,7 @@ DEFAULT_DELETE_BATCH = 1000
 SETUP_LOCK_TIMEOUT = 60
 
 
-class AsyncTiDBSaver(BaseCheckpointSaver[str]):
+class AsyncTiDBSaver(RetentionMixin, BaseCheckpointSaver[str]):
     """A LangGraph checkpointer on TiDB, MySQL, MariaDB or SQLite; one object, sync and async.
 
     Example::
@@ -159,6 +159,8 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
             checkpoint row itself (as the Postgres saver does). ``False`` sends every value
             through ``serde``, so that an ``EncryptedSerializer`` covers all of them.
         max_blob_bytes: the largest serialised value, write or checkpoint row accepted.
+        retention: what :meth:`aapply_retention` and the retention sweeper keep, e.g.
+            ``RetentionPolicy(keep_last=2, max_idle=timedelta(days=30))``.
 
     Raises:
         ConfigurationError: the URL, engine or an option is invalid.
@@ -179,6 +181,7 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         inline_primitives: bool = True,
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         super().__init__(serde=serde)
         if not isinstance(retry, RetryPolicy):
@@ -194,6 +197,9 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         self.retry = retry
         self.inline_primitives = bool(inline_primitives)
         self.max_blob_bytes = max_blob_bytes
+        if retention is not None and not isinstance(retention, RetentionPolicy):
+            raise InvalidInputError("retention must be a RetentionPolicy")
+        self.retention = retention
 
     def __repr__(self) -> str:
         return (
@@ -556,36 +562,6 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
 
         await retrying(
             attempt, policy=self.retry, operation="aput_writes", table=self.tables.writes
-        )
-
-    # -- delete -----------------------------------------------------------------------------
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        """Delete every checkpoint, blob and write of a thread, in all namespaces.
-
-        On MySQL and TiDB it deletes in batches of :attr:`delete_batch` rows per statement.
-        """
-        await self.db.run(self._delete_thread, check_thread_id(thread_id))
-
-    def delete_thread(self, thread_id: str) -> None:
-        """Synchronous :meth:`adelete_thread`."""
-        self.db.run_sync(self.adelete_thread, thread_id)
-
-    async def _delete_thread(self, thread_id: str) -> None:
-        batch = self.delete_batch
-        statements = delete_thread_statements(self.backend, self.tables, batch)
-        batched = self.backend == "mysql"
-
-        async def attempt() -> None:
-            async with self.db.connection() as conn:
-                for sql in statements:
-                    while True:
-                        count = await conn.execute(sql, (thread_id,))
-                        if not batched or count < batch:
-                            break
-
-        await retrying(
-            attempt, policy=self.retry, operation="adelete_thread", table=self.tables.checkpoints
         )
 
 
