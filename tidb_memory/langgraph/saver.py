@@ -102,7 +102,8 @@ from tidb_memory.langgraph._saver_sql import (
     read_statement,
     record_version,
 )
-from tidb_memory.langgraph.retention import RetentionMixin, RetentionPolicy
+from tidb_memory.langgraph.retention import RetentionPolicy
+from tidb_memory.langgraph.threads import ThreadsMixin
 
 __all__ = [
     "DEFAULT_CHECKPOINT_PREFIX",
@@ -128,7 +129,7 @@ DEFAULT_DELETE_BATCH = 1000
 SETUP_LOCK_TIMEOUT = 60
 
 
-class AsyncTiDBSaver(RetentionMixin, BaseCheckpointSaver[str]):
+class AsyncTiDBSaver(ThreadsMixin, BaseCheckpointSaver[str]):
     """A LangGraph checkpointer on TiDB, MySQL, MariaDB or SQLite; one object, sync and async.
 
     Example::
