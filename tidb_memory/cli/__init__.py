@@ -14,6 +14,9 @@ Usage::
     tidb-memory clear SESSION [--with-info]
     tidb-memory purge --older-than 30d
     tidb-memory migrate [--no-swap] [--target T] [--backup-table B]
+    tidb-memory threads list [--user U] [--limit N] [--cursor C] [--prefix P]
+    tidb-memory threads show THREAD | threads delete THREAD
+    tidb-memory prune THREAD... [--keep N] | prune --all [--keep N] [--idle 30d]
 
 The data commands are thin: each calls MessageStore/SessionStore methods (no SQL here). Long
 ones (export, import, purge, migrate) draw a progress bar on stderr when it is a terminal, and
@@ -72,6 +75,7 @@ from tidb_memory.cli._output import (
 )
 from tidb_memory.cli._output import display_url as display_url
 from tidb_memory.cli._output import parse_duration as parse_duration
+from tidb_memory.cli._threads import _prune_arguments, _threads_arguments, cmd_prune, cmd_threads
 from tidb_memory.engine import close_all
 from tidb_memory.errors import TiDBMemoryError
 from tidb_memory.history import default_url
@@ -116,6 +120,16 @@ COMMANDS: dict[str, Command] = {
     ),
     "clear": Command(cmd_clear, "delete a session's messages", _clear_arguments),
     "purge": Command(cmd_purge, "delete messages older than a time, in batches", _purge_arguments),
+    "threads": Command(
+        cmd_threads,
+        "LangGraph threads: list (most recent first), show one, or delete one",
+        _threads_arguments,
+    ),
+    "prune": Command(
+        cmd_prune,
+        "delete old LangGraph checkpoints: keep the last N per thread, drop idle threads",
+        _prune_arguments,
+    ),
     "migrate": Command(
         cmd_migrate,
         "convert a langchain-community TiDBChatMessageHistory table (resumable, verified)",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +51,8 @@ __all__ = ["RetentionMixin", "RetentionPolicy", "RetentionReport"]
 log = logging.getLogger("tidb_memory")
 
 _PRUNE_STRATEGIES = ("keep_latest", "delete")
+#: Called with (threads examined so far, total if known) as a long run goes on.
+Progress = Callable[[int, int | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +213,9 @@ class RetentionMixin:
 
     # -- retention ---------------------------------------------------------------------------
 
-    async def aapply_retention(self, policy: RetentionPolicy | None = None) -> RetentionReport:
+    async def aapply_retention(
+        self, policy: RetentionPolicy | None = None, *, progress: Progress | None = None
+    ) -> RetentionReport:
         """Apply ``policy`` (by default the saver's ``retention``) to every thread.
 
         Example::
@@ -224,20 +228,29 @@ class RetentionMixin:
         the threads table's primary key), plus :meth:`aprune`'s cost for each thread with
         more than ``keep_last`` checkpoints. A policy applied regularly finds little to do.
 
+        Args:
+            policy: the policy to apply; the saver's ``retention`` if omitted.
+            progress: called with the number of threads examined so far, after each batch.
+
         Raises:
             InvalidInputError: no policy was given, here or to the saver.
         """
+        return await self.db.run(self._apply_retention, self._policy(policy), progress)
+
+    def apply_retention(
+        self, policy: RetentionPolicy | None = None, *, progress: Progress | None = None
+    ) -> RetentionReport:
+        """Synchronous :meth:`aapply_retention`."""
+        return self.db.run_sync(self._apply_retention, self._policy(policy), progress)
+
+    def _policy(self, policy: RetentionPolicy | None) -> RetentionPolicy:
         chosen = policy if policy is not None else self.retention
         if not isinstance(chosen, RetentionPolicy):
             raise InvalidInputError(
                 "no retention policy: pass one, or build the saver with "
                 "retention=RetentionPolicy(...)"
             )
-        return await self.db.run(self._apply_retention, chosen)
-
-    def apply_retention(self, policy: RetentionPolicy | None = None) -> RetentionReport:
-        """Synchronous :meth:`aapply_retention`."""
-        return self.db.run_sync(self.aapply_retention, policy)
+        return chosen
 
     def start_retention_sweeper(self, interval: timedelta = timedelta(minutes=10)) -> None:
         """Apply the saver's retention policy now and every ``interval``, on the running
@@ -275,8 +288,11 @@ class RetentionMixin:
                 log.exception("checkpoint retention run failed; the next runs as planned")
             await asyncio.sleep(seconds)
 
-    async def _apply_retention(self, policy: RetentionPolicy) -> RetentionReport:
+    async def _apply_retention(
+        self, policy: RetentionPolicy, progress: Progress | None = None
+    ) -> RetentionReport:
         report = RetentionReport()
+        seen = 0
         batch = self.delete_batch
         if policy.max_idle is not None:
             bound = _ago(policy.max_idle)
@@ -287,6 +303,9 @@ class RetentionMixin:
                 )  # fmt: skip
                 for (thread_id,) in rows:
                     report += await self._delete_thread(text(thread_id))
+                seen += len(rows)
+                if progress is not None:
+                    progress(seen, None)
                 if len(rows) < batch:
                     break
         if policy.keep_last is not None:
@@ -300,6 +319,9 @@ class RetentionMixin:
                 for thread_id, count in rows:
                     if int(count) > policy.keep_last:
                         report += await self._keep_last(text(thread_id), policy.keep_last)
+                seen += len(rows)
+                if progress is not None:
+                    progress(seen, None)
                 if len(rows) < batch:
                     break
                 after = text(rows[-1][0])
