@@ -7,6 +7,7 @@ the table from checkpoints written before it existed; erasure by user.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -211,3 +212,48 @@ async def test_a_page_of_threads_is_an_index_range(url: str, after: bool) -> Non
                 text = " | ".join(str(row[-1]) for row in plan)
                 assert f"{saver.tables.threads}_user" in text, text
                 assert "TEMP B-TREE" not in text, text  # no sort: the index gives the order
+
+
+async def test_erasure_reaches_history_saver_and_others(url: str) -> None:
+    from langchain_core.messages import AIMessage
+
+    from tidb_memory import AsyncTiDBChatMessageHistory, SessionStore
+    from tidb_memory.erasure import aerase_user, erase_user
+
+    table = "er_" + uuid.uuid4().hex[:10]
+    sessions = SessionStore(url, table_name=table)
+
+    class Other:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        async def aerase_user(self, user_id: str) -> int:
+            self.calls.append(user_id)
+            return 7
+
+    other = Other()
+    async with fresh_saver(url) as saver:
+        try:
+            for n in range(3):
+                history = AsyncTiDBChatMessageHistory(f"s{n}", url, table_name=table)
+                await history.aadd_messages([HumanMessage("hi"), AIMessage(f"hello {n}")])
+                owner = "gina" if n < 2 else "hal"
+                await sessions.aset_session_info(f"s{n}", user_id=owner)
+                await chain(saver, f"th{n}", 2)
+                await saver.aset_thread_info(f"th{n}", user_id=owner)
+            report = await aerase_user("gina", sessions=sessions, savers=[saver], others=[other])
+            assert (report.sessions_deleted, report.messages_deleted) == (2, 4)
+            assert (report.threads_deleted, report.checkpoints_deleted) == (2, 4)
+            assert report.others == [7] and other.calls == ["gina"]
+            assert (await sessions.alist_sessions(user_id="gina")).sessions == []
+            assert [s.session_id for s in (await sessions.alist_sessions()).sessions] == ["s2"]
+            assert (await saver.alist_threads(user_id="gina")).threads == []
+            assert len((await saver.alist_threads()).threads) == 1
+            again = await asyncio.to_thread(erase_user, "gina", sessions=sessions, savers=[saver])
+            assert (again.sessions_deleted, again.threads_deleted) == (0, 0)
+            with pytest.raises(InvalidInputError):
+                await aerase_user("gina ", sessions=sessions)
+        finally:
+            await sessions.adelete_session("s2")
+            async with saver.db.connection() as conn:
+                await conn.execute(f"DROP TABLE IF EXISTS {table}", ())

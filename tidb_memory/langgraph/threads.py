@@ -153,8 +153,8 @@ class ThreadsMixin(RetentionMixin):
 
     async def aerase_user(self, user_id: str) -> RetentionReport:
         """Delete every thread the threads table gives to ``user_id``, whole, for a "delete my
-        data" request; returns what was deleted. :func:`tidb_memory.aerase_user` also reaches
-        the chat history.
+        data" request; returns what was deleted. :func:`tidb_memory.erasure.aerase_user`
+        also reaches the chat history.
 
         Raises:
             InvalidInputError: a bad user id.
