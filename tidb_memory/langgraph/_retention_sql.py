@@ -19,16 +19,11 @@ def _now(backend: Backend) -> str:
 
 
 @lru_cache(maxsize=64)
-def cutoffs_statement(backend: Backend, t: Tables) -> str:
-    """Per namespace of a thread, the ``keep``-th newest checkpoint id (params: thread, keep).
-
-    A namespace with fewer checkpoints has no row: nothing of it is pruned.
-    """
-    p = placeholder(backend)
+def thread_refs_statement(backend: Backend, t: Tables) -> str:
+    """Every checkpoint of a thread: namespace, id and refs (params: thread)."""
     return (
-        "SELECT HEX(`ns_hash`), `checkpoint_id` FROM (SELECT `ns_hash`, `checkpoint_id`, "
-        "ROW_NUMBER() OVER (PARTITION BY `ns_hash` ORDER BY `checkpoint_id` DESC) AS `rn` "
-        f"FROM {quote(backend, t.checkpoints)} WHERE `thread_id` = {p}) AS r WHERE `rn` = {p}"
+        f"SELECT HEX(`ns_hash`), `checkpoint_id`, `refs` FROM {quote(backend, t.checkpoints)} "
+        f"WHERE `thread_id` = {placeholder(backend)}"
     )
 
 

@@ -7,8 +7,9 @@ operation works in bounded batches of :attr:`delete_batch` rows or keys, each ba
 retried step, and is idempotent: a retry, or running it again, changes nothing more.
 
 Blobs are shared between checkpoints (an unchanged channel keeps its version), so a blob is
-deleted only when no remaining checkpoint of its namespace references it. Checkpoints go
-first, then their writes, then the blobs nothing references any more: a reader never meets a
+deleted only when no remaining checkpoint of its namespace references it. A batch deletes the
+doomed checkpoints' writes, then the checkpoints and the blobs nothing references any more
+(the checkpoint row goes before or with its values, never after): a reader never meets a
 checkpoint whose values are gone, and an interrupted run leaves at most unreferenced blobs.
 """
 
@@ -32,7 +33,6 @@ from tidb_memory.langgraph._retention_sql import (
     copy_blobs_statement,
     copy_keys_statement,
     copy_rows_statement,
-    cutoffs_statement,
     delete_blobs_statement,
     delete_by_ids_statement,
     delete_thread_row_statement,
@@ -41,9 +41,10 @@ from tidb_memory.langgraph._retention_sql import (
     refs_statement,
     runs_statement,
     thread_info_statement,
+    thread_refs_statement,
     threads_page_statement,
 )
-from tidb_memory.langgraph._saver_rows import check_thread_id, text
+from tidb_memory.langgraph._saver_rows import STATEMENT_BYTES, check_thread_id, text
 from tidb_memory.langgraph._saver_sql import Tables, delete_thread_statements
 
 __all__ = ["RetentionMixin", "RetentionPolicy", "RetentionReport"]
@@ -366,26 +367,40 @@ class RetentionMixin:
         return RetentionReport(threads_deleted=1 if deleted else 0, checkpoints_deleted=deleted)
 
     async def _keep_last(self, thread_id: str, keep: int) -> RetentionReport:
-        cutoffs = await self._read(
-            "aprune", cutoffs_statement(self.backend, self.tables), [thread_id, keep]
+        """Three round trips for a thread with anything to prune (one read, the writes, then
+        the checkpoints, blobs and thread row together), one for a thread without."""
+        rows = await self._read(
+            "aprune", thread_refs_statement(self.backend, self.tables), [thread_id]
         )
+        by_ns: dict[str, list[Sequence[Any]]] = {}
+        for ns_hex, checkpoint_id, refs in rows:
+            by_ns.setdefault(text(ns_hex), []).append((text(checkpoint_id), refs))
+        doomed = {
+            ns_hex: sorted(r[0] for r in group)[:-keep]
+            for ns_hex, group in by_ns.items()
+            if len(group) > keep
+        }
         deleted = 0
-        for ns_hex, cutoff in cutoffs:
-            ns = self._ns(ns_hex)
-            rows = await self._read(
-                "aprune", refs_statement(self.backend, self.tables), [thread_id, ns]
+        refresh = refresh_thread_statement(self.backend, self.tables)
+        for n, (ns_hex, ids) in enumerate(doomed.items(), 1):
+            tail = [(refresh, [thread_id, None, None, thread_id])] if n == len(doomed) else []
+            deleted += await self._delete_checkpoints(
+                thread_id, self._ns(ns_hex), by_ns[ns_hex], ids, tail
             )
-            doomed = sorted(text(r[0]) for r in rows if text(r[0]) < text(cutoff))
-            deleted += await self._delete_checkpoints(thread_id, ns, rows, doomed)
-        await self._refresh_thread(thread_id)
         return RetentionReport(threads_pruned=1 if deleted else 0, checkpoints_deleted=deleted)
 
     async def _delete_checkpoints(
-        self, thread_id: str, ns: Any, rows: Iterable[Sequence[Any]], doomed: list[str]
+        self,
+        thread_id: str,
+        ns: Any,
+        rows: Iterable[Sequence[Any]],
+        doomed: list[str],
+        tail: Sequence[tuple[str, Sequence[Any]]] = (),
     ) -> int:
         """Delete ``doomed`` (checkpoint ids of one namespace, oldest first) in batches, given
         ``rows`` (id, refs) of every checkpoint of the namespace: a blob goes once the last
-        checkpoint that references it is gone."""
+        checkpoint that references it is gone. ``tail`` runs with the last batch. Returns the
+        number of checkpoints that are gone."""
         uses: collections.Counter[tuple[str, str]] = collections.Counter()
         refs_of: dict[str, list[tuple[str, str]]] = {}
         for checkpoint_id, refs in rows:
@@ -393,7 +408,6 @@ class RetentionMixin:
             refs_of[text(checkpoint_id)] = pairs
             uses.update(pairs)
         backend, t, batch = self.backend, self.tables, self.delete_batch
-        deleted = 0
         for start in range(0, len(doomed), batch):
             ids = doomed[start : start + batch]
             free: list[tuple[str, str]] = []
@@ -403,9 +417,14 @@ class RetentionMixin:
                     if uses[pair] == 0:
                         free.append(pair)
             head = [thread_id, ns, *ids]
+            # The writes first, in LIMIT-bounded statements repeated until a batch comes back
+            # short; then the checkpoints, the blobs nothing references any more and ``tail``,
+            # keyed by the lists above, in one round trip.
+            await self._write(
+                "aprune", [(delete_by_ids_statement(backend, t, "writes", len(ids), batch), head)]
+            )
             steps: list[tuple[str, Sequence[Any]]] = [
-                (delete_by_ids_statement(backend, t, "checkpoints", len(ids), batch), head),
-                (delete_by_ids_statement(backend, t, "writes", len(ids), batch), head),
+                (delete_by_ids_statement(backend, t, "checkpoints", len(ids), batch), head)
             ]
             for at in range(0, len(free), batch):
                 chunk = free[at : at + batch]
@@ -415,8 +434,24 @@ class RetentionMixin:
                         [thread_id, ns, *(x for pair in chunk for x in pair)],
                     )
                 )
-            deleted += await self._write("aprune", steps)
-        return deleted
+            if start + batch >= len(doomed):
+                steps += tail
+            await self._write_together("aprune", steps)
+        return len(doomed)
+
+    async def _write_together(
+        self, operation: str, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> None:
+        """Run idempotent ``statements`` as one retried step, in one round trip on MySQL and
+        TiDB (a multi-statement query)."""
+
+        async def attempt() -> None:
+            async with self.db.connection() as conn:
+                await conn.execute_all(statements, max_bytes=STATEMENT_BYTES)
+
+        await retrying(
+            attempt, policy=self.retry, operation=operation, table=self.tables.checkpoints
+        )
 
     async def _refresh_thread(
         self, thread_id: str, user_id: str | None = None, title: str | None = None
