@@ -21,10 +21,12 @@ from tidb_memory.cli._output import (
     PROG,
     Output,
     Progress,
+    activity_row,
     clip,
     iso,
     message_store,
     moment,
+    page_out,
     positive_int,
     session_store,
     table_lines,
@@ -118,24 +120,13 @@ def cmd_sessions(args: argparse.Namespace, out: Output) -> int:
             "next_cursor": page.next_cursor,
         }
     )
-    if not page.sessions:
-        out.line("No sessions.")
-        return 0
     rows = [
-        [
-            s.session_id,
-            str(s.message_count),
-            when(s.last_activity),
-            s.user_id or "-",
-            clip(s.title or "-", 40),
-        ]
+        activity_row(s.session_id, s.message_count, s.last_activity, s.user_id, s.title)
         for s in page.sessions
     ]
-    for line in table_lines(["SESSION", "MESSAGES", "LAST ACTIVITY (UTC)", "USER", "TITLE"], rows):
-        out.line(line)
-    if page.next_cursor:
-        out.line()
-        out.line(f"More: {PROG} sessions --cursor {page.next_cursor}")
+    headers = ["SESSION", "MESSAGES", "LAST ACTIVITY (UTC)", "USER", "TITLE"]
+    more = page.next_cursor and f"sessions --cursor {page.next_cursor}"
+    page_out(out, "sessions", headers, rows, more)
     return 0
 
 

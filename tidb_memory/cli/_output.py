@@ -216,3 +216,28 @@ def message_store(args: argparse.Namespace, **options: Any) -> MessageStore:
 
 def session_store(args: argparse.Namespace) -> SessionStore:
     return SessionStore(args.url, table_name=args.table, create_table=False)
+
+
+def page_out(
+    out: Output,
+    what: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    more: str | None,
+) -> None:
+    """A page of a listing: "No <what>.", or the table, then how to get the next page."""
+    if not rows:
+        out.line(f"No {what}.")
+        return
+    for line in table_lines(headers, rows):
+        out.line(line)
+    if more:
+        out.line()
+        out.line(f"More: {PROG} {more}")
+
+
+def activity_row(
+    key: str, count: int, last: datetime | None, user_id: str | None, title: str | None
+) -> list[str]:
+    """One row of the sessions and threads listings."""
+    return [key, str(count), when(last), user_id or "-", clip(title or "-", 40)]

@@ -14,8 +14,10 @@ from tidb_memory.cli._output import (
     PROG,
     Output,
     Progress,
+    activity_row,
     clip,
     iso,
+    page_out,
     parse_duration,
     positive_int,
     table_lines,
@@ -60,25 +62,13 @@ def cmd_threads(args: argparse.Namespace, out: Output) -> int:
                 "next_cursor": page.next_cursor,
             }
         )
-        if not page.threads:
-            out.line("No threads.")
-            return 0
         rows = [
-            [
-                t.thread_id,
-                str(t.checkpoints),
-                when(t.last_activity),
-                t.user_id or "-",
-                clip(t.title or "-", 40),
-            ]
+            activity_row(t.thread_id, t.checkpoints, t.last_activity, t.user_id, t.title)
             for t in page.threads
         ]
         headers = ["THREAD", "CHECKPOINTS", "LAST ACTIVITY (UTC)", "USER", "TITLE"]
-        for line in table_lines(headers, rows):
-            out.line(line)
-        if page.next_cursor:
-            out.line()
-            out.line(f"More: {PROG} threads list --cursor {page.next_cursor}")
+        more = page.next_cursor and f"threads list --cursor {page.next_cursor}"
+        page_out(out, "threads", headers, rows, more)
         return 0
     if args.thread is None:
         raise InvalidInputError(f"`threads {args.action}` needs a THREAD id")

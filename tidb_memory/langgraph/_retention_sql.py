@@ -159,7 +159,7 @@ def runs_statement(backend: Backend, t: Tables, n: int, after: bool) -> str:
 @lru_cache(maxsize=64)
 def refresh_thread_statement(backend: Backend, t: Tables) -> str:
     """Set a thread's checkpoint count from its checkpoints, creating its row if needed, and
-    optionally its owner and title (params: thread, user_id, title, thread)."""
+    its owner and title unless given ``NULL`` (params: thread, user_id, title, thread)."""
     th, cp = quote(backend, t.threads), quote(backend, t.checkpoints)
     p = placeholder(backend)
     head = (
@@ -184,26 +184,6 @@ def thread_info_statement(backend: Backend, t: Tables) -> str:
     return (
         "SELECT `thread_id`, `user_id`, `title`, `last_activity`, `checkpoints` "
         f"FROM {quote(backend, t.threads)} WHERE `thread_id` = {placeholder(backend)}"
-    )
-
-
-@lru_cache(maxsize=64)
-def set_thread_info_statement(backend: Backend, t: Tables) -> str:
-    """Set a thread's owner and title, creating its row if needed (params: thread, user_id,
-    title; ``NULL`` keeps the stored value)."""
-    th, p = quote(backend, t.threads), placeholder(backend)
-    head = (
-        f"INSERT INTO {th} (`thread_id`, `user_id`, `title`, `last_activity`, `checkpoints`) "
-        f"VALUES ({p}, {p}, {p}, {_now(backend)}, 0)"
-    )
-    if backend == "mysql":
-        return head + (
-            " ON DUPLICATE KEY UPDATE `user_id` = COALESCE(VALUES(`user_id`), `user_id`), "
-            "`title` = COALESCE(VALUES(`title`), `title`)"
-        )
-    return head + (
-        " ON CONFLICT (thread_id) DO UPDATE SET user_id = COALESCE(excluded.user_id, user_id), "
-        "title = COALESCE(excluded.title, title)"
     )
 
 
@@ -234,31 +214,24 @@ def list_threads_statement(backend: Backend, t: Tables, by_user: bool, after: bo
     )
 
 
-@lru_cache(maxsize=64)
-def idle_threads_statement(backend: Backend, t: Tables) -> str:
-    """Threads idle since before a time, oldest first (params: time, batch)."""
-    p = placeholder(backend)
-    return (
-        f"SELECT `thread_id` FROM {quote(backend, t.threads)} WHERE `last_activity` < {p} "
-        f"ORDER BY `last_activity`, `thread_id` LIMIT {p}"
-    )
+#: The batches of thread rows retention works through: columns, condition, order.
+_THREAD_BATCHES = {
+    # Threads idle since before a time, oldest first (params: time, batch).
+    "idle": ("`thread_id`", "`last_activity` < {p}", "`last_activity`, `thread_id`"),
+    # Every thread in key order, with its checkpoint count (params: after thread, batch).
+    "walk": ("`thread_id`, `checkpoints`", "`thread_id` > {p}", "`thread_id`"),
+    # One user's threads (params: user_id, batch).
+    "user": ("`thread_id`", "`user_id` = {p}", "`thread_id`"),
+}
 
 
 @lru_cache(maxsize=64)
-def threads_page_statement(backend: Backend, t: Tables) -> str:
-    """Threads in key order with their checkpoint counts (params: after thread, batch)."""
+def thread_batch_statement(backend: Backend, t: Tables, kind: str) -> str:
+    """A batch of thread rows for retention or erasure; ``kind`` is one of ``idle`` (threads
+    idle since a time), ``walk`` (all, in key order, with counts) and ``user`` (one user's)."""
+    columns, condition, order = _THREAD_BATCHES[kind]
     p = placeholder(backend)
     return (
-        f"SELECT `thread_id`, `checkpoints` FROM {quote(backend, t.threads)} "
-        f"WHERE `thread_id` > {p} ORDER BY `thread_id` LIMIT {p}"
-    )
-
-
-@lru_cache(maxsize=64)
-def user_threads_statement(backend: Backend, t: Tables) -> str:
-    """A batch of one user's thread ids (params: user_id, batch)."""
-    p = placeholder(backend)
-    return (
-        f"SELECT `thread_id` FROM {quote(backend, t.threads)} WHERE `user_id` = {p} "
-        f"ORDER BY `thread_id` LIMIT {p}"
+        f"SELECT {columns} FROM {quote(backend, t.threads)} WHERE {condition.format(p=p)} "
+        f"ORDER BY {order} LIMIT {p}"
     )

@@ -36,13 +36,12 @@ from tidb_memory.langgraph._retention_sql import (
     delete_blobs_statement,
     delete_by_ids_statement,
     delete_thread_row_statement,
-    idle_threads_statement,
     refresh_thread_statement,
     refs_statement,
     runs_statement,
+    thread_batch_statement,
     thread_info_statement,
     thread_refs_statement,
-    threads_page_statement,
 )
 from tidb_memory.langgraph._saver_rows import STATEMENT_BYTES, check_thread_id, text
 from tidb_memory.langgraph._saver_sql import Tables, delete_thread_statements
@@ -299,7 +298,7 @@ class RetentionMixin:
             bound = _ago(policy.max_idle)
             while True:
                 rows = await self._read(
-                    "apply_retention", idle_threads_statement(self.backend, self.tables),
+                    "apply_retention", thread_batch_statement(self.backend, self.tables, "idle"),
                     [_when_param(self.backend, bound), batch],
                 )  # fmt: skip
                 for (thread_id,) in rows:
@@ -314,7 +313,7 @@ class RetentionMixin:
             while True:
                 rows = await self._read(
                     "apply_retention",
-                    threads_page_statement(self.backend, self.tables),
+                    thread_batch_statement(self.backend, self.tables, "walk"),
                     [after, batch],
                 )
                 for thread_id, count in rows:

@@ -19,9 +19,9 @@ from tidb_memory import _checks
 from tidb_memory.errors import InvalidInputError
 from tidb_memory.langgraph._retention_sql import (
     list_threads_statement,
-    set_thread_info_statement,
+    refresh_thread_statement,
+    thread_batch_statement,
     thread_info_statement,
-    user_threads_statement,
 )
 from tidb_memory.langgraph._saver_rows import check_thread_id, text
 from tidb_memory.langgraph.retention import RetentionMixin, RetentionReport
@@ -137,8 +137,8 @@ class ThreadsMixin(RetentionMixin):
             None if user_id is None else _checks.check_id(user_id, "user_id"),
             None if title is None else _checks.check_text(title, "title", max_chars=65535),
         ]
-        sql = set_thread_info_statement(self.backend, self.tables)
-        await self.db.run(self._write, "aset_thread_info", [(sql, params)])
+        sql = refresh_thread_statement(self.backend, self.tables)
+        await self.db.run(self._write, "aset_thread_info", [(sql, [*params, params[0]])])
 
     def set_thread_info(
         self, thread_id: str, *, user_id: str | None = None, title: str | None = None
@@ -168,7 +168,7 @@ class ThreadsMixin(RetentionMixin):
 
     async def _erase_user(self, user_id: str) -> RetentionReport:
         report = RetentionReport()
-        sql = user_threads_statement(self.backend, self.tables)
+        sql = thread_batch_statement(self.backend, self.tables, "user")
         while True:
             rows = await self._read("aerase_user", sql, [user_id, self.delete_batch])
             for (thread_id,) in rows:
