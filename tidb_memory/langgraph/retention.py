@@ -98,7 +98,7 @@ class RetentionReport:
 
 
 class RetentionMixin:
-    """Retention and thread listing for the saver; see the module docstring."""
+    """Prune, copy, delete runs and retention for the saver; see the module docstring."""
 
     db: Database
     tables: Tables
@@ -125,12 +125,13 @@ class RetentionMixin:
             await saver.aprune(["t1", "t2"])                 # the latest checkpoint only
             await saver.aprune(["t1"], keep=5)               # the last five
 
-        Round trips per thread: 1 to find the cutoffs, then per namespace with anything to
-        prune 1 read plus, per batch of :attr:`delete_batch` checkpoints, 3 deletes; 1 to
-        refresh the thread's count. A checkpoint that a kept one descends from may go: the
-        kept checkpoints stay readable, resumable and forkable, but ``get_state_history``
-        ends at the oldest kept one. Graphs whose state uses LangGraph's ``DeltaChannel`` must
-        not be pruned with ``"keep_latest"``: their values live in the ancestors' writes.
+        Round trips per thread: 1 read of its checkpoints' ids and refs, then per batch of
+        :attr:`delete_batch` checkpoints 2 (the writes; then the checkpoints, the blobs no
+        kept checkpoint uses and, with the last batch, the thread's count, together). A
+        checkpoint that a kept one descends from may go: the kept checkpoints stay readable,
+        resumable and forkable, but ``get_state_history`` ends at the oldest kept one. Graphs
+        whose state uses LangGraph's ``DeltaChannel`` must not be pruned with
+        ``"keep_latest"``: their values live in the ancestors' writes.
 
         Raises:
             InvalidInputError: an unknown strategy, a bad thread id or ``keep``.
