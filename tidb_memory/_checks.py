@@ -1,8 +1,8 @@
 """Input checks shared by every face (history, sessions, saver, store, CLI). No I/O.
 
-Each check returns the value it accepted, normalised (an ``IntEnum`` becomes an ``int``), or
-raises :class:`~tidb_memory.InvalidInputError` naming the argument, so a bad value is refused
-before any statement is built and nothing is half-written.
+Each check returns the value it accepted, normalised (an ``IntEnum`` becomes an ``int``, an aware
+datetime naive UTC), or raises :class:`~tidb_memory.InvalidInputError` naming the argument, so a
+bad value is refused before any statement is built and nothing is half-written.
 
 Example::
 
@@ -15,13 +15,25 @@ Example::
 from __future__ import annotations
 
 import operator
+import re
+from datetime import UTC, datetime, timedelta
 
 from .errors import InvalidInputError
 
-__all__ = ["ID_MAX_CHARS", "as_count", "check_id", "check_text"]
+__all__ = [
+    "ID_MAX_CHARS",
+    "ago",
+    "as_count",
+    "check_id",
+    "check_table_name",
+    "check_text",
+    "to_utc",
+]
 
 #: The longest id (session, user, thread): the tables' ``VARCHAR(255)``.
 ID_MAX_CHARS = 255
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def check_text(value: object, name: str, *, max_chars: int | None = None) -> str:
@@ -99,3 +111,56 @@ def as_count(name: str, value: object, *, low: int = 1, high: int | None = None)
     if number < low or (high is not None and number > high):
         raise InvalidInputError(f"{name} must be an int {bounds}, got {number}")
     return number
+
+
+def to_utc(value: object, name: str = "earliest_time") -> datetime:
+    """A naive UTC datetime from ``value``; a naive input is taken to be UTC already.
+
+    Example::
+
+        >>> to_utc(datetime(2025, 1, 31, 9, tzinfo=timezone(timedelta(hours=1))))
+        datetime.datetime(2025, 1, 31, 8, 0)
+
+    Raises:
+        InvalidInputError: ``value`` is not a datetime, or has no UTC form (year 1 at +01:00).
+    """
+    if not isinstance(value, datetime):
+        raise InvalidInputError(f"{name} must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is not None:
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError as exc:
+            raise InvalidInputError(
+                f"{name} {value.isoformat()} is out of range in UTC; use a time "
+                "from year 1 to 9999 in UTC"
+            ) from exc
+        value = value.replace(tzinfo=None)
+    return value
+
+
+def ago(delta: timedelta, name: str = "ttl") -> datetime:
+    """Naive UTC now minus ``delta``.
+
+    Raises:
+        InvalidInputError: the result would fall before year 1 (a ``delta`` of millennia).
+    """
+    try:
+        return datetime.now(UTC).replace(tzinfo=None) - delta
+    except OverflowError as exc:
+        raise InvalidInputError(
+            f"{name} of {delta.days:,} days reaches back before year 1; use a shorter one"
+        ) from exc
+
+
+def check_table_name(name: object) -> str:
+    """Return ``name`` if it is a plain identifier of at most 64 characters.
+
+    Raises:
+        InvalidInputError: anything else, before any I/O.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise InvalidInputError(
+            f"table_name {name!r} is not a plain identifier: use 1-64 letters, digits and "
+            "underscores, not starting with a digit"
+        )
+    return name

@@ -41,6 +41,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from tidb_memory import __version__
+from tidb_memory._url import display_url as display_url
 from tidb_memory.cli._admin import (
     _init_arguments,
     _migrate_arguments,
@@ -73,7 +74,6 @@ from tidb_memory.cli._output import (
     _no_arguments,
     one_line,
 )
-from tidb_memory.cli._output import display_url as display_url
 from tidb_memory.cli._output import parse_duration as parse_duration
 from tidb_memory.cli._threads import _prune_arguments, _threads_arguments, cmd_prune, cmd_threads
 from tidb_memory.engine import close_all

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from tidb_memory._url import display_url
 from tidb_memory.cli._output import (
     EXIT_ERROR,
     PROG,
     Output,
     Progress,
-    display_url,
     message_store,
     parse_duration,
     positive_int,

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.prompt_values import PromptValue
 
-from tidb_memory.cli._output import PROG, Output, display_url
+from tidb_memory._url import display_url
+from tidb_memory.cli._output import PROG, Output
 
 DEMO_SYSTEM_PROMPT = "You're an assistant who's good at coding. You're helping a startup build."
 

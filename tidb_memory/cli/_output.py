@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from tidb_memory.engine import get_database
 from tidb_memory.errors import InvalidInputError
 from tidb_memory.history import SessionStore
@@ -48,14 +46,6 @@ class Output:
         """Print the JSON document, if ``--json`` was given."""
         if self.json:
             print(json.dumps(self.document, ensure_ascii=False, indent=2), flush=True)
-
-
-def display_url(url: str) -> str:
-    """``url`` with its password masked; safe to print."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable URL>"
 
 
 def one_line(text: str) -> str:

@@ -20,7 +20,7 @@ import collections
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -296,7 +296,7 @@ class RetentionMixin:
         seen = 0
         batch = self.delete_batch
         if policy.max_idle is not None:
-            bound = _ago(policy.max_idle)
+            bound = _checks.ago(policy.max_idle, "max_idle")
             while True:
                 rows = await self._read(
                     "apply_retention", thread_batch_statement(self.backend, self.tables, "idle"),
@@ -552,15 +552,6 @@ def _as_list(values: object, name: str) -> list[Any]:
 
 def _thread_ids(values: object) -> list[str]:
     return list(dict.fromkeys(check_thread_id(v) for v in _as_list(values, "thread_ids")))
-
-
-def _ago(delta: timedelta) -> datetime:
-    try:
-        return datetime.now(UTC).replace(tzinfo=None) - delta
-    except OverflowError as exc:
-        raise InvalidInputError(
-            f"max_idle of {delta.days:,} days reaches back before year 1; use a shorter one"
-        ) from exc
 
 
 def _when_param(backend: Backend, when: datetime) -> str:
