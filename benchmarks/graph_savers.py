@@ -100,7 +100,7 @@ async def tidb_saver(args: argparse.Namespace, token: str) -> AsyncIterator[Any]
     finally:
         t = saver.tables
         async with saver.db.connection() as conn:
-            for name in (t.checkpoints, t.blobs, t.writes, t.migrations):
+            for name in (t.checkpoints, t.blobs, t.writes, t.migrations, t.threads):
                 await conn.execute(f"DROP TABLE IF EXISTS {name}", ())
         await saver.db.aclose()
 
