@@ -140,13 +140,16 @@ def display_url(url: str | URL) -> str:
         >>> display_url("mysql://u:p@ss@host/db")
         'mysql://u:***@host/db'
     """
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+    parsed = url if isinstance(url, URL) else _parse_text(url)
+    return "<unparseable URL>" if parsed is None else parsed.render_as_string(hide_password=True)
+
+
+def _parse_text(text: str) -> URL | None:
+    """``text`` as a URL (see :func:`_credentials_at_the_last_at`), or ``None`` if it is none."""
     try:
-        parsed = _credentials_at_the_last_at(url) or make_url(url)
-    except (ArgumentError, ValueError):
-        return "<unparseable URL>"
-    return parsed.render_as_string(hide_password=True)
+        return _credentials_at_the_last_at(text) or make_url(text)
+    except (ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
+        return None
 
 
 def parse_url(url: str | URL) -> ConnectionSpec:
@@ -161,15 +164,16 @@ def parse_url(url: str | URL) -> ConnectionSpec:
         ConfigurationError: the scheme or a parameter is not supported.
     """
     if isinstance(url, str):
-        try:
-            parsed = _credentials_at_the_last_at(url) or make_url(url)
-        except (ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
-            # Not "from exc": the driver's message may quote a piece of the password.
+        parsed_or_none = _parse_text(url)
+        if parsed_or_none is None:
+            # Raised outside the except block, so that neither __cause__ nor __context__ holds
+            # SQLAlchemy's message: up to 2.0.x it quotes the whole URL, password included.
             raise ConfigurationError(
                 "cannot parse the connection URL; expected e.g. "
                 "mysql+aiomysql://user:password@host:4000/database, with the user name and "
                 "password percent-encoded: urllib.parse.quote(password, safe='')"
-            ) from None
+            )
+        parsed = parsed_or_none
     elif isinstance(url, URL):
         parsed = url
     else:
