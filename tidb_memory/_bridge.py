@@ -6,8 +6,9 @@ bridge runs one daemon thread with one asyncio loop, started on first use. A cal
 the coroutine there and blocks until it is done. A call from the bridge's own thread would wait
 for itself, so it raises :class:`~tidb_memory.SyncCallError` instead.
 
-The loop is stopped at interpreter exit, after its pools are closed on it (see
-``engine.close_all``); ``shutdown_asyncgens`` there disposes the engines the loop owns.
+The loop is stopped at interpreter exit, after its pools are closed on it (``engine.close_all``
+registers itself with ``atexit``); ``shutdown_asyncgens`` there disposes the engines the loop
+owns.
 
 A call is a :class:`_Call`: the caller blocks on a plain lock that the loop releases when the
 task is done, and calls submitted while the loop is busy share one wake-up of the loop. That is
@@ -18,7 +19,6 @@ a third of what ``run_coroutine_threadsafe`` and a ``concurrent.futures.Future``
 from __future__ import annotations
 
 import asyncio
-import atexit
 import collections
 import concurrent.futures
 import enum
@@ -78,7 +78,7 @@ class Bridge:
         try:
             loop.run_forever()
             # Closes the async generators left on the loop, among them the sentinel that
-            # disposes this loop's pools (engine._loop_sentinel).
+            # disposes this loop's pools (_process._loop_sentinel).
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
@@ -231,12 +231,3 @@ def call_on(
 
 BRIDGE = Bridge()
 os.register_at_fork(after_in_child=BRIDGE._forget)
-
-
-def _at_exit() -> None:
-    from .engine import close_all
-
-    close_all()
-
-
-atexit.register(_at_exit)

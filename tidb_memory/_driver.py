@@ -1,0 +1,241 @@
+"""The database drivers: connecting with aiomysql and aiosqlite, the :class:`Connection` the hot
+path runs on, and whether a connection may go back to the pool after an error.
+
+Every reach into a dependency's private parts lives in this module, each with the versions it
+was written against and the reason:
+
+* aiomysql ``Cursor._show_warnings`` (0.2-0.3), overridden: no ``SHOW WARNINGS`` round trip.
+* aiomysql ``Connection._connect()`` (0.2-0.3): the handshake, bounded as a whole.
+* aiomysql ``Connection._writer`` (0.2-0.3): the TLS transport, to wait for its close handshake.
+* aiomysql ``cursorclass(conn, False)`` and ``Cursor._rows`` (0.2-0.3): a cursor without the
+  future ``Connection.cursor()`` wraps it in, and its rows without a copy per call.
+* SQLAlchemy ``Pool._invalidate`` (2.0): a lost connection marks its whole generation stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
+from sqlalchemy.util import greenlet_spawn
+
+from ._render import _render, _sqlite_params
+from ._retry import Verdict, classify, error_code
+from ._tls import SESSION_CHECK, check_session
+from ._url import Backend, ConnectionSpec
+from .errors import ConfigurationError, InsecureTransportError, TiDBMemoryError
+
+__all__ = ["INIT_COMMAND", "Connection"]
+
+#: MySQL and MariaDB take gap locks under REPEATABLE READ, which makes the ``MAX(seq)`` append
+#: deadlock against appends to *other* sessions. READ COMMITTED has none; TiDB has none either.
+INIT_COMMAND = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+#: pymysql.constants.CLIENT.MULTI_STATEMENTS, without importing the driver for SQLite users.
+_MULTI_STATEMENTS = 1 << 16
+
+
+def _mysql_creator(
+    spec: ConnectionSpec,
+    track_tls: Callable[[asyncio.BaseTransport], None] | None = None,
+) -> Callable[[], Awaitable[Any]]:
+    """The pool's connect function for a MySQL-family ``spec``. ``track_tls`` receives the
+    transport of every TLS connection, so that closing the pool can wait for its handshake."""
+    import aiomysql
+    import pymysql
+
+    class Cursor(aiomysql.Cursor):  # type: ignore[misc]
+        async def _show_warnings(self, conn: Any) -> None:
+            # aiomysql sends SHOW WARNINGS after any statement with a warning, which is one more
+            # round trip (and a Python warning) per call. Strict SQL mode, the default on TiDB,
+            # MySQL and MariaDB, already turns the warnings that matter into errors.
+            return None
+
+    class DriverConnection(aiomysql.Connection):  # type: ignore[misc]
+        async def ensure_closed(self) -> None:
+            # The pool closes connections with ensure_closed(), which says goodbye (COM_QUIT)
+            # first. On a connection the network already reset that fails, and aiomysql then
+            # leaves the socket open (and the pool logs an error): close it whatever happens;
+            # a goodbye the peer cannot hear is not an error.
+            try:
+                with contextlib.suppress(OSError):
+                    await super().ensure_closed()
+            finally:
+                self.close()
+
+    url = spec.url
+    context = spec.tls.context() if spec.tls is not None else None
+    connect_kwargs: dict[str, Any] = {
+        "host": url.host or "localhost",
+        "port": url.port or 3306,
+        "user": url.username or "",
+        "password": url.password or "",
+        "db": url.database,
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "connect_timeout": spec.connect_timeout,
+        "init_command": INIT_COMMAND,
+        "local_infile": False,
+        "ssl": context,
+        "cursorclass": Cursor,
+    }
+    if "unix_socket" in url.query:
+        connect_kwargs["unix_socket"] = url.query["unix_socket"]
+
+    async def connect() -> Any:
+        # aiomysql bounds only the TCP connect by connect_timeout; the greeting, TLS, auth and
+        # init_command could wait forever on a server that accepts and never answers. Bound
+        # the whole handshake, and close the half-open connection on any failure.
+        conn = DriverConnection(**connect_kwargs)
+        try:
+            async with asyncio.timeout(spec.connect_timeout):
+                await conn._connect()
+                if context is not None:
+                    cur = conn.cursorclass(conn, False)
+                    await cur.execute(SESSION_CHECK)
+                    row = await cur.fetchone()
+        except TimeoutError as exc:
+            conn.close()
+            raise pymysql.err.OperationalError(
+                2003,
+                f"Can't connect to MySQL server on {connect_kwargs['host']!r}: no handshake "
+                f"within {spec.connect_timeout:g}s",
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        if context is not None:
+            try:
+                check_session(row, spec.display)
+            except InsecureTransportError:
+                conn.close()
+                raise
+            if track_tls is not None:
+                track_tls(conn._writer.transport)  # aiomysql 0.2-0.3: the StreamWriter it reads
+        return conn
+
+    return connect
+
+
+def _sqlite_creator(spec: ConnectionSpec) -> Callable[[], Awaitable[Any]]:
+    import aiosqlite
+
+    database = spec.url.database or ":memory:"
+    if database == ":memory:":
+        raise ConfigurationError(
+            "an in-memory SQLite database cannot be shared between connections; "
+            "use a file, e.g. sqlite+aiosqlite:///chat.db"
+        )
+
+    async def connect() -> Any:
+        # isolation_level=None: autocommit, so every statement commits by itself, as on MySQL.
+        conn = await aiosqlite.connect(database, isolation_level=None, timeout=30.0)
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    return connect
+
+
+class Connection:
+    """One pooled driver connection, with the two calls the store needs.
+
+    ``fetchall`` and ``execute`` send exactly one statement each: one round trip.
+    """
+
+    __slots__ = ("backend", "driver", "read_timeout")
+
+    def __init__(self, fairy: PoolProxiedConnection, backend: Backend, read_timeout: float) -> None:
+        self.backend = backend
+        self.driver: Any = fairy.driver_connection
+        self.read_timeout = read_timeout
+
+    async def fetchall(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Run one query and return all its rows."""
+        if self.backend == "mysql":
+            # The cursor class directly: Connection.cursor() wraps it in a future per call.
+            cur = self.driver.cursorclass(self.driver, False)
+            async with asyncio.timeout(self.read_timeout):
+                await cur.execute(_render(self.driver, sql, params))
+            return list(cur._rows or ())
+        return list(await self.driver.execute_fetchall(sql, _sqlite_params(params)))
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> int:
+        """Run one statement and return the number of rows it changed."""
+        if self.backend == "mysql":
+            cur = self.driver.cursorclass(self.driver, False)
+            # A timed-out statement leaves the connection mid-reply: TimeoutError counts as a
+            # lost connection, so the pool discards it and the retry policy decides.
+            async with asyncio.timeout(self.read_timeout):
+                return await cur.execute(_render(self.driver, sql, params))  # type: ignore[no-any-return]
+        cursor = await self.driver.execute(sql, _sqlite_params(params))
+        count: int = cursor.rowcount
+        await cursor.close()
+        return count
+
+    async def execute_all(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], *, max_bytes: int
+    ) -> None:
+        """Run ``statements`` in order, stopping at the first that fails.
+
+        On MySQL and TiDB consecutive statements travel together as one multi-statement query
+        of at most ``max_bytes`` (one round trip instead of one each); the server runs them in
+        order and stops at the first error, exactly as separate calls would. aiomysql always
+        asks for multi-statement support; every value is escaped as in :meth:`execute`.
+        """
+        if self.backend != "mysql" or not self.driver.client_flag & _MULTI_STATEMENTS:
+            for sql, params in statements:
+                await self.execute(sql, params)
+            return
+        group: list[str] = []
+        size = 0
+        for sql, params in statements:
+            text = _render(self.driver, sql, params)
+            if group and size + len(text) > max_bytes:
+                await self._send(";".join(group))
+                group, size = [], 0
+            group.append(text)
+            size += len(text) + 1
+        if group:
+            await self._send(";".join(group))
+
+    async def _send(self, text: str) -> None:
+        cur = self.driver.cursorclass(self.driver, False)
+        async with asyncio.timeout(self.read_timeout):
+            await cur.execute(text)
+            while await cur.nextset():  # every result must be read, or the next call breaks
+                pass
+
+
+def _reusable(exc: BaseException) -> bool:
+    """True when the connection is fine after ``exc``: our own check failed before any I/O, or
+    the server sent a complete error reply on a connection it keeps open."""
+    if isinstance(exc, TiDBMemoryError):
+        return True
+    if not isinstance(exc, Exception) or classify(exc) is Verdict.DISCONNECT:
+        return False
+    code = error_code(exc)
+    return (code is not None and code >= 1000) or isinstance(exc, sqlite3.Error)
+
+
+async def _checkin(pool: Pool, fairy: PoolProxiedConnection) -> None:
+    if isinstance(pool, QueuePool) and pool.checkedin() < pool.size():
+        # Returning to a queue with room is pure bookkeeping: no I/O, so no greenlet hop.
+        fairy.close()
+    else:  # the pool would close it (overflow), which awaits the driver
+        await greenlet_spawn(fairy.close)
+
+
+def _discard(pool: Pool, fairy: PoolProxiedConnection, exc: BaseException) -> None:
+    cause = exc if isinstance(exc, Exception) else None
+    if cause is not None and classify(cause) is Verdict.DISCONNECT:
+        pool._invalidate(fairy, cause)  # this connection, and mark its generation stale
+    else:
+        fairy.invalidate(cause)
