@@ -238,6 +238,43 @@ def _sqlite_creator(spec: ConnectionSpec) -> Callable[[], Awaitable[Any]]:
     return connect
 
 
+class _Deadline:
+    """``read_timeout`` for one statement: aiomysql has none, so a peer that falls silent would
+    make the call wait forever.
+
+    When the time is up the connection is closed, which ends the wait with a lost-connection
+    error, raised as :class:`TimeoutError`: the pool discards the connection and the retry
+    policy decides. A timer per statement costs a third of an ``asyncio.timeout`` block, and
+    no cancellation is involved.
+    """
+
+    __slots__ = ("_driver", "_expired", "_handle", "_seconds")
+
+    def __init__(self, driver: Any, seconds: float) -> None:
+        self._driver = driver
+        self._seconds = seconds
+        self._expired = False
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_at(loop.time() + seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._driver.close()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self._handle.cancel()
+        if self._expired:
+            # Also when the reply made it just in time: the connection is closed either way.
+            raise TimeoutError(
+                f"no reply within read_timeout={self._seconds:g}s; the connection was closed"
+            ) from exc
+
+
 class Connection:
     """One pooled driver connection, with the two calls the store needs.
 
@@ -256,7 +293,7 @@ class Connection:
         if self.backend == "mysql":
             # The cursor class directly: Connection.cursor() wraps it in a future per call.
             cur = self.driver.cursorclass(self.driver, False)
-            async with asyncio.timeout(self.read_timeout):
+            with _Deadline(self.driver, self.read_timeout):
                 await cur.execute(_render(self.driver, sql, params))
             return list(cur._rows or ())
         return list(await self.driver.execute_fetchall(sql, _sqlite_params(params)))
@@ -265,9 +302,7 @@ class Connection:
         """Run one statement and return the number of rows it changed."""
         if self.backend == "mysql":
             cur = self.driver.cursorclass(self.driver, False)
-            # A timed-out statement leaves the connection mid-reply: TimeoutError counts as a
-            # lost connection, so the pool discards it and the retry policy decides.
-            async with asyncio.timeout(self.read_timeout):
+            with _Deadline(self.driver, self.read_timeout):
                 return await cur.execute(_render(self.driver, sql, params))  # type: ignore[no-any-return]
         cursor = await self.driver.execute(sql, _sqlite_params(params))
         count: int = cursor.rowcount
@@ -302,7 +337,7 @@ class Connection:
 
     async def _send(self, text: str) -> None:
         cur = self.driver.cursorclass(self.driver, False)
-        async with asyncio.timeout(self.read_timeout):
+        with _Deadline(self.driver, self.read_timeout):
             await cur.execute(text)
             while await cur.nextset():  # every result must be read, or the next call breaks
                 pass
