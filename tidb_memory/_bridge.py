@@ -95,9 +95,7 @@ class Bridge:
                 "a synchronous tidb-memory method was called from tidb-memory's own event loop; "
                 "await its a-prefixed twin instead"
             )
-        call = _Call(fn(*args, **kwargs))
-        inbox.submit(call)
-        return call.wait(inbox.loop)
+        return _Call(fn(*args, **kwargs)).run(inbox)
 
     def stop(self) -> None:
         """Stop the loop and join its thread. Idempotent; a later :meth:`call` starts anew."""
@@ -156,13 +154,15 @@ class _Call(Generic[T]):
         elif self._error is None:
             self._error = concurrent.futures.CancelledError()
 
-    def wait(self, loop: asyncio.AbstractEventLoop) -> T:
-        """In the calling thread: block until the call is over; its result, or its error."""
+    def run(self, inbox: _Inbox) -> T:
+        """In the calling thread: submit the call and block until it is over; its result, or
+        its error."""
         try:
+            inbox.submit(self)
             self._done.acquire()
         except BaseException:
             # KeyboardInterrupt in the waiting thread: do not leave the work running.
-            loop.call_soon_threadsafe(self._cancel)
+            inbox.loop.call_soon_threadsafe(self._cancel)
             raise
         error = self._error
         if error is not None:
