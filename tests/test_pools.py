@@ -314,3 +314,18 @@ def test_pool_idle_timeout_is_for_urls_only() -> None:
 
     with pytest.raises(ConfigurationError, match="pool_idle_timeout"):
         create_engine("mysql://u@h/db", engine_args={"pool_idle_timeout": 5})
+
+
+async def test_the_pool_internals_idle_connections_read_exist(closing: None) -> None:
+    """By name (SQLAlchemy 2.0-2.1), so that a release that renames one fails here."""
+    db = get_database(MYSQL_URL, engine_args={"pool_size": 1, "max_overflow": 1})
+    async with db.connection():
+        pass
+    pool, idle = await db._source()
+    assert idle is not None and len(idle) == 1
+    assert isinstance(pool._recycle, int | float) and isinstance(pool._timeout, int | float)
+    # One connection open, held here: the first of pool_size, none in the queue.
+    assert pool._max_overflow == 1 and pool.overflow() == 0 and pool.checkedin() == 0
+    fairy = idle._stack[0][0]
+    record = fairy._connection_record
+    assert isinstance(record.starttime, float) and record._is_hard_or_soft_invalidated() is False

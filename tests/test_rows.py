@@ -88,3 +88,25 @@ async def test_an_error_after_some_rows_is_raised_and_the_connection_stays_in_st
             assert await conn.fetchall(f"SELECT COUNT(*) FROM {table}", ()) == [(311,)]
     finally:
         await db.aclose()
+
+
+async def test_the_internals_the_fast_path_reads_exist() -> None:
+    """By name, so that an aiomysql or asyncio release that renames one fails here."""
+    from aiomysql.connection import MySQLResult
+
+    for name in ("_read_rowdata_packet", "_check_packet_is_eof", "_read_row_from_packet", "read"):
+        assert callable(getattr(MySQLResult, name)), name
+    db = get_database(MYSQL_URL)
+    try:
+        async with db.connection() as conn:
+            driver = conn.driver
+            assert isinstance(driver._next_seq_id, int)
+            assert isinstance(driver._reader._buffer, bytearray)
+            assert callable(driver._reader._maybe_resume_transport)
+            cur = driver.cursorclass(driver, False)
+            await cur.execute("SELECT 1, 'a'")
+            result = driver._result
+            assert type(result).__mro__[1] is MySQLResult  # the library's subclass is in use
+            assert [len(c) for c in result.converters] == [2, 2]
+    finally:
+        await db.aclose()

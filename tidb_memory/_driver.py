@@ -17,7 +17,8 @@ was written against and the reason:
 * aiomysql ``Connection._read_query_result``, ``_reader``, ``_next_seq_id`` and
   ``MySQLResult._read_rowdata_packet`` (0.2-0.3), and asyncio ``StreamReader._buffer`` and
   ``_maybe_resume_transport()`` (3.11-3.13): rows already received are parsed straight from the
-  stream's buffer (see :func:`_take_rows`), instead of two awaited reads per row.
+  stream's buffer (see :func:`_take_rows`), instead of two awaited reads per row
+  (``tests/test_rows.py`` checks them by name and against PyMySQL).
 * SQLAlchemy ``Pool._invalidate`` (2.0-2.1): a lost connection marks its whole generation stale.
 * SQLAlchemy ``sqlalchemy.util.greenlet_spawn`` (2.0-2.1), undocumented: the pool's sync API
   called from a coroutine.
