@@ -89,24 +89,25 @@ class IdleConnections:
             self._release(fairy)
             self.wake()
             return
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(fairy)
-                return
+        if self._hand_over(fairy):
+            return
         self._stack.append((fairy, self._loop.time()))
         if self._timer is None:
             self._timer = self._loop.call_at(self._stack[0][1] + self.idle_timeout, self._expire)
 
     def wake(self) -> None:
         """Let the first waiter ask the pool: a connection was discarded, so it has room."""
+        self._hand_over(None)
+
+    def _hand_over(self, fairy: PoolProxiedConnection | None) -> bool:
+        """Give ``fairy`` (or ``None``: ask the pool) to the first caller still waiting."""
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                waiter.set_result(fairy)
+                return True
+        return False
 
     async def aclose(self) -> None:
         """Give every idle connection back to the pool (before the pool is disposed)."""
