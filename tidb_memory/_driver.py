@@ -205,7 +205,7 @@ def _take_rows(
     received so far are parsed in one pass, each column exactly as
     ``MySQLResult._read_row_from_packet`` does. It stops, leaving the packet to aiomysql, at
     anything that is not a plain row: an incomplete packet, the end-of-rows or an error packet,
-    a sequence number out of step, or a packet of 16 MiB or more.
+    a sequence number out of step, an empty packet, or a packet of 16 MiB or more.
     """
     reader = conn._reader
     buf = reader._buffer
@@ -216,7 +216,7 @@ def _take_rows(
         length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
         p = pos + 4
         stop = p + length
-        if stop > end or length >= 0xFFFFFF or buf[pos + 3] != seq:
+        if stop > end or not 0 < length < 0xFFFFFF or buf[pos + 3] != seq:
             break
         first = buf[p]
         if first == 0xFF or (first == 0xFE and length < 9):  # error, or end of rows
