@@ -2,5 +2,7 @@
 
 from tidb_memory.langgraph.saver import AsyncTiDBSaver as AsyncTiDBSaver
 from tidb_memory.langgraph.saver import TiDBSaver as TiDBSaver
+from tidb_memory.langgraph.store import AsyncTiDBStore as AsyncTiDBStore
+from tidb_memory.langgraph.store import TiDBStore as TiDBStore
 
-__all__ = ["AsyncTiDBSaver", "TiDBSaver"]
+__all__ = ["AsyncTiDBSaver", "AsyncTiDBStore", "TiDBSaver", "TiDBStore"]
