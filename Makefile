@@ -136,8 +136,13 @@ fmt: install ## Apply safe lint fixes and reformat (ruff check --fix + ruff form
 	$(BIN)/ruff format .
 	$(BIN)/ruff check .
 
-bench: install-bench ## Run benchmarks/turns.py
-	$(BIN)/python benchmarks/turns.py
+# Every round is printed as it finishes, then each benchmark's table. BENCH_ARGS go to turns.py.
+BENCH_ARGS ?=
+bench: install-bench ## Run the benchmarks: turns, LangGraph savers, connection churn
+	@set -e; \
+	echo "==> benchmarks/turns.py $(BENCH_ARGS)"; $(BIN)/python benchmarks/turns.py $(BENCH_ARGS); \
+	echo "==> benchmarks/graph_savers.py"; $(BIN)/python benchmarks/graph_savers.py; \
+	echo "==> benchmarks/churn.py"; $(BIN)/python benchmarks/churn.py
 
 clean: ## Remove .venv, caches and build output
 	rm -rf $(VENV) $(LOWEST_VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
