@@ -107,10 +107,13 @@ def parse_url(url: str | URL) -> ConnectionSpec:
         try:
             parsed = make_url(url)
         except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a non-numeric port
+            # SQLAlchemy 2.0 quotes the whole URL, password and all, in its message (2.1 does
+            # not): the cause keeps the text with the URL cut out.
+            cause = ArgumentError(str(exc).replace(url, "<the URL>"))
             raise ConfigurationError(
                 "cannot parse the connection URL; expected e.g. "
                 "mysql+aiomysql://user:password@host:4000/database"
-            ) from exc
+            ) from cause
     elif isinstance(url, URL):
         parsed = url
     else:
