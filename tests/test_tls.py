@@ -385,6 +385,9 @@ BAD_TLS_FILES = {
 async def test_tls_file_that_cannot_be_used_is_a_configuration_error_before_io(
     case: str, bad_files: BadFiles, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Construction reads no file (it may run on an event loop); the first call loads them in a
+    worker thread and refuses a bad one before dialling. ``create_engine`` loads them at once.
+    A missing ``ssl_cert`` is known from the URL alone: refused at construction."""
     query_fmt, parameter, phrase = BAD_TLS_FILES[case]
     paths = {
         "not_pem": bad_files.not_pem,
@@ -395,18 +398,26 @@ async def test_tls_file_that_cannot_be_used_is_a_configuration_error_before_io(
         "ca_cert": bad_files.certs.ca_cert,
     }
     query = query_fmt.format(**{name: ca(path) for name, path in paths.items()})
+    at_construction = case == "key-without-cert"
+
+    async def first_call() -> None:
+        history = AsyncTiDBChatMessageHistory("s", connection_string, table_name="tls")
+        await history.aget_messages()
+
     with FakeMySQLServer() as fake:
         connection_string = f"mysql+aiomysql://u:{PASSWORD}@127.0.0.1:{fake.port}/test?{query}"
-        for construct in (
-            lambda: AsyncTiDBChatMessageHistory("s", connection_string, table_name="tls"),
-            lambda: tidb_memory.create_engine(connection_string),
-        ):
-            with pytest.raises(ConfigurationError) as info:
-                construct()
-            message = str(info.value)
+        with pytest.raises(ConfigurationError) as info:
+            if at_construction:
+                AsyncTiDBChatMessageHistory("s", connection_string, table_name="tls")
+            else:
+                await first_call()
+        with pytest.raises(ConfigurationError) as engine_info:
+            tidb_memory.create_engine(connection_string)
+        for error in (info.value, engine_info.value):
+            message = str(error)
             assert parameter in message and phrase in message, message
             assert "Is the server running" not in message and PASSWORD not in message
-        assert fake.accepted == 0  # refused at construction: nothing was even dialled
+        assert fake.accepted == 0  # refused before connecting: nothing was even dialled
     report(f"bad TLS file: {case}", f"ConfigurationError: {message}", capsys)
 
 

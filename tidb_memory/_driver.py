@@ -41,9 +41,25 @@ from .errors import ConfigurationError, TiDBMemoryError
 
 __all__ = ["INIT_COMMAND", "Connection"]
 
-#: MySQL and MariaDB take gap locks under REPEATABLE READ, which makes the ``MAX(seq)`` append
-#: deadlock against appends to *other* sessions. READ COMMITTED has none; TiDB has none either.
-INIT_COMMAND = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+#: Every connection's one setup statement (aiomysql sends it during the handshake).
+#:
+#: * Strict mode, added to the server's own modes: a server whose default is lax would truncate
+#:   a long value, clamp a number or store a bad value as zero, with only a warning, which
+#:   nobody reads (``Cursor._show_warnings`` below). Strict, it refuses them.
+#: * READ COMMITTED: MySQL and MariaDB take gap locks under REPEATABLE READ, which makes the
+#:   ``MAX(seq)`` append deadlock against appends to *other* sessions. TiDB takes none either.
+#:   ``SET TRANSACTION`` cannot share a statement, and the variable is ``tx_isolation`` on
+#:   MariaDB but ``transaction_isolation`` on MySQL 8: MariaDB runs only ``/*M! */``, MySQL only
+#:   ``/*!50720 */`` (MariaDB skips versions 50700-99999), TiDB every ``/*! */`` and no ``/*M! */``.
+INIT_COMMAND = (
+    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), "
+    "'STRICT_TRANS_TABLES'), "
+    "SESSION /*M! tx_isolation */ /*!50720 transaction_isolation */ = 'READ-COMMITTED'"
+)
+#: Errors the server sends and then closes the connection: a packet over max_allowed_packet
+#: (1153), a network read or write that failed or was interrupted (1158-1161), the connection
+#: killed (1927, MariaDB) or timed out while idle (4031, MySQL 8).
+_SERVER_CLOSES = frozenset({1153, 1158, 1159, 1160, 1161, 1927, 4031})
 #: pymysql.constants.CLIENT.MULTI_STATEMENTS, without importing the driver for SQLite users.
 _MULTI_STATEMENTS = 1 << 16
 
@@ -60,8 +76,8 @@ def _mysql_creator(
     class Cursor(aiomysql.Cursor):  # type: ignore[misc]
         async def _show_warnings(self, conn: Any) -> None:
             # aiomysql sends SHOW WARNINGS after any statement with a warning, which is one more
-            # round trip (and a Python warning) per call. Strict SQL mode, the default on TiDB,
-            # MySQL and MariaDB, already turns the warnings that matter into errors.
+            # round trip (and a Python warning) per call. Strict SQL mode, which INIT_COMMAND
+            # sets on every connection, turns the warnings that matter into errors.
             return None
 
     class DriverConnection(aiomysql.Connection):  # type: ignore[misc]
@@ -244,6 +260,8 @@ def _reusable(exc: BaseException) -> bool:
     if not isinstance(exc, Exception) or classify(exc) is Verdict.DISCONNECT:
         return False
     code = error_code(exc)
+    if code in _SERVER_CLOSES:
+        return False
     return (code is not None and code >= 1000) or isinstance(exc, sqlite3.Error)
 
 

@@ -5,9 +5,10 @@ that does not encrypt, and the wait for TLS close handshakes when a pool closes.
   (``*.tidbcloud.com``, in any case, with or without DNS's trailing dot), which accepts nothing
   else. On such a host TLS cannot be weakened: ``ssl=false``, ``ssl_verify_cert=false`` and
   ``ssl_verify_identity=false`` are refused, because its certificates verify.
-* :meth:`TLSSettings.context` loads every file the URL names; :func:`tls_settings` calls it while
-  the URL is parsed, so a CA, certificate or key that cannot be used is a
-  :class:`ConfigurationError` before any I/O, never a connection error that is retried.
+* :meth:`TLSSettings.context` loads every file the URL names. It reads files, so it runs when an
+  engine is built, in a worker thread (never at construction, never on an event loop): a CA,
+  certificate or key that cannot be used is a :class:`ConfigurationError` on the first call,
+  before any connection is attempted, and it is never retried.
 * :func:`check_handshake_packet` is the downgrade guard. The driver runs it on every packet it
   writes before authentication ends: unless the client's own socket is TLS (its transport wraps
   an ``ssl.SSLObject``), nothing but the SSLRequest, which holds no credential, may leave. A
@@ -18,6 +19,7 @@ that does not encrypt, and the wait for TLS close handshakes when a pool closes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import ssl
 from collections.abc import Iterable, Mapping
@@ -114,11 +116,16 @@ class TLSSettings:
     def context(self) -> ssl.SSLContext:
         """A client context: system CA store unless ``ca``/``capath`` is given; hostname checked.
 
+        It reads files: call it off the event loop.
+
         Raises:
             ConfigurationError: a CA, certificate or key file cannot be loaded; the message
                 names the URL parameter and the file.
         """
         try:
+            if self.capath is not None and not os.path.isdir(self.capath):
+                # OpenSSL only records a directory it would search later: check it now.
+                raise FileNotFoundError(errno.ENOENT, "no such directory")
             ctx = ssl.create_default_context(cafile=self.ca, capath=self.capath)
         except (ssl.SSLError, OSError) as exc:
             where = f"ssl_ca {self.ca!r}" if self.ca else f"ssl_capath {self.capath!r}"
@@ -164,11 +171,11 @@ class TLSSettings:
 
 
 def tls_settings(values: Mapping[str, str], *, tidb_cloud: bool) -> TLSSettings | None:
-    """The TLS a URL's parameters (``values``) ask for, checked and loaded; ``None``: plaintext.
+    """The TLS a URL's parameters (``values``) ask for, checked; ``None``: plaintext. No I/O.
 
     Raises:
-        ConfigurationError: contradictory or weakened TLS on TiDB Cloud, or a file that cannot
-            be loaded (see :meth:`TLSSettings.context`).
+        ConfigurationError: contradictory TLS parameters, ``ssl_key`` without ``ssl_cert``, or
+            weakened TLS on TiDB Cloud.
     """
     asked = {name: value for name, value in values.items() if name in TLS_PARAMS}
     if "ssl" in asked and not _flag("ssl", asked["ssl"]):
@@ -179,11 +186,6 @@ def tls_settings(values: Mapping[str, str], *, tidb_cloud: bool) -> TLSSettings 
         return None
     if not asked and not tidb_cloud:
         return None
-    for name in ("ssl_ca", "ssl_cert", "ssl_key"):
-        if name in asked and not os.path.isfile(asked[name]):
-            raise ConfigurationError(f"{name}: no such file: {asked[name]!r}")
-    if "ssl_capath" in asked and not os.path.isdir(asked["ssl_capath"]):
-        raise ConfigurationError(f"ssl_capath: no such directory: {asked['ssl_capath']!r}")
     if "ssl_key" in asked and "ssl_cert" not in asked:
         raise ConfigurationError("ssl_key needs ssl_cert: give the client certificate too")
     verify_cert = _flag("ssl_verify_cert", asked.get("ssl_verify_cert", "true"))
@@ -204,8 +206,7 @@ def tls_settings(values: Mapping[str, str], *, tidb_cloud: bool) -> TLSSettings 
         verify_cert=verify_cert,
         verify_identity=verify_cert and verify_identity,
     )
-    if tls.ca or tls.capath or tls.cert:
-        tls.context()  # load the URL's files now: a bad one is a ConfigurationError, not I/O
+    # The files are read when the engine is built, off the event loop: parsing does no I/O.
     return tls
 
 

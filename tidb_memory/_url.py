@@ -1,16 +1,19 @@
 """Connection URLs: parsing and checking them, their defaults, and the pool defaults. No I/O.
 
 :func:`parse_url` turns a URL into a :class:`ConnectionSpec`. It accepts ``mysql://``,
-``mysql+pymysql://``, ``mysql+aiomysql://`` and ``sqlite+aiosqlite://``, and the TiDB Cloud form
-``?ssl_ca=...&ssl_verify_cert=true&ssl_verify_identity=true``, whose ``ssl_*`` parameters become
-:class:`~tidb_memory._tls.TLSSettings`.
+``mysql+pymysql://``, ``mysql+aiomysql://``, ``sqlite://`` and ``sqlite+aiosqlite://``, and the
+TiDB Cloud form ``?ssl_ca=...&ssl_verify_cert=true&ssl_verify_identity=true``, whose ``ssl_*``
+parameters become :class:`~tidb_memory._tls.TLSSettings`. A password with an unencoded ``@`` is
+read up to the last ``@`` before the host, never split into a host that shows its tail.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -28,6 +31,7 @@ __all__ = [
     "TIDB_CLOUD_POOL_RECYCLE",
     "Backend",
     "ConnectionSpec",
+    "display_url",
     "parse_url",
 ]
 
@@ -48,8 +52,15 @@ _SCHEMES: dict[str, Backend] = {
     "mysql": "mysql",
     "mysql+pymysql": "mysql",
     "mysql+aiomysql": "mysql",
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
     "sqlite+aiosqlite": "sqlite",
 }
+#: What follows the credentials' ``@``: host (or [IPv6]) and port, database, query. Neither the
+#: host, the port, the database nor a parameter name holds an ``@``; a parameter value may.
+_AFTER_CREDENTIALS = re.compile(
+    r"(?:\[[^\]/?#@]*\]|[^\[\]/?#@:]*)(?::\d*)?(?:/[^?#@]*)?(?:\?[^=&@]*=[^&]*(?:&[^=&@]*=[^&]*)*)?"
+)
 _OTHER_PARAMS = frozenset({"charset", "connect_timeout", "read_timeout", "unix_socket"})
 _ENGINE_ARGS = frozenset(
     {"pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping", "echo"}
@@ -92,6 +103,52 @@ class ConnectionSpec:
         return self.url.render_as_string(hide_password=True)
 
 
+def _credentials_at_the_last_at(text: str) -> URL | None:
+    """``text`` parsed with its credentials ending at the ``@`` the host follows, when they hold
+    an unencoded ``@`` themselves; ``None`` when they hold none (the usual parse is right).
+
+    SQLAlchemy ends the password at its first ``@``: ``mysql://u:p@ss@host/db`` would connect to
+    the host ``ss@host`` and show ``ss`` wherever it shows the host.
+
+    Example::
+
+        >>> _credentials_at_the_last_at("mysql://u:p@ss@host/db").password
+        'p@ss'
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep or rest.count("@") < 2:
+        return None
+    for at in (i for i, char in enumerate(rest) if char == "@"):
+        if _AFTER_CREDENTIALS.fullmatch(rest, at + 1):
+            credentials, hostpart = rest[:at], rest[at + 1 :]
+            break
+    else:
+        return None
+    if "@" not in credentials:
+        return None
+    user, colon, password = credentials.partition(":")
+    return make_url(f"{scheme}://{hostpart}").set(
+        username=unquote(user), password=unquote(password) if colon else None
+    )
+
+
+def display_url(url: str | URL) -> str:
+    """``url`` as written, with its password masked: safe to print or log.
+
+    Example::
+
+        >>> display_url("mysql://u:p@ss@host/db")
+        'mysql://u:***@host/db'
+    """
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        parsed = _credentials_at_the_last_at(url) or make_url(url)
+    except (ArgumentError, ValueError):
+        return "<unparseable URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
 def parse_url(url: str | URL) -> ConnectionSpec:
     """Parse and check a connection URL; no I/O.
 
@@ -105,15 +162,14 @@ def parse_url(url: str | URL) -> ConnectionSpec:
     """
     if isinstance(url, str):
         try:
-            parsed = make_url(url)
-        except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a non-numeric port
-            # SQLAlchemy 2.0 quotes the whole URL, password and all, in its message (2.1 does
-            # not): the cause keeps the text with the URL cut out.
-            cause = ArgumentError(str(exc).replace(url, "<the URL>"))
+            parsed = _credentials_at_the_last_at(url) or make_url(url)
+        except (ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
+            # Not "from exc": the driver's message may quote a piece of the password.
             raise ConfigurationError(
                 "cannot parse the connection URL; expected e.g. "
-                "mysql+aiomysql://user:password@host:4000/database"
-            ) from cause
+                "mysql+aiomysql://user:password@host:4000/database, with the user name and "
+                "password percent-encoded: urllib.parse.quote(password, safe='')"
+            ) from None
     elif isinstance(url, URL):
         parsed = url
     else:
@@ -128,8 +184,9 @@ def parse_url(url: str | URL) -> ConnectionSpec:
         )
     if backend == "sqlite":
         if parsed.query:
-            raise ConfigurationError("sqlite+aiosqlite URLs take no query parameters")
-        return ConnectionSpec(backend="sqlite", url=parsed)
+            raise ConfigurationError("sqlite URLs take no query parameters")
+        # sqlite:///chat.db, the sync form other libraries document, runs on aiosqlite too.
+        return ConnectionSpec(backend="sqlite", url=parsed.set(drivername="sqlite+aiosqlite"))
 
     query = dict(parsed.query)
     unknown = sorted(set(query) - TLS_PARAMS - _OTHER_PARAMS)
