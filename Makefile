@@ -61,16 +61,23 @@ LC_CORE_TESTS := $(VENV)/langchain-core-tests
 
 langchain-core-tests: $(LC_CORE_TESTS)/.stamp ## Fetch langchain-core's test suite (sdist)
 
-$(LC_CORE_TESTS)/.stamp: $(STAMP_TEST)
+# $(call fetch_lc_core_tests,<venv>): the tests of the langchain-core installed in <venv>.
+define fetch_lc_core_tests
 	@set -e; \
-	version=$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("langchain-core"))'); \
-	echo "==> langchain-core $$version tests into $(LC_CORE_TESTS)"; \
-	rm -rf $(LC_CORE_TESTS); mkdir -p $(LC_CORE_TESTS)/sdist; \
-	$(PIP) download --quiet --no-deps --no-binary :all: -d $(LC_CORE_TESTS)/sdist "langchain-core==$$version"; \
-	tar -xzf $(LC_CORE_TESTS)/sdist/*.tar.gz -C $(LC_CORE_TESTS) --strip-components=1 \
+	dest=$(1)/langchain-core-tests; \
+	version=$$($(1)/bin/python -c 'import importlib.metadata as m; print(m.version("langchain-core"))'); \
+	echo "==> langchain-core $$version tests into $$dest"; \
+	rm -rf $$dest; mkdir -p $$dest/sdist; \
+	$(1)/bin/python -m pip download --quiet --no-deps --no-binary :all: -d $$dest/sdist \
+		"langchain-core==$$version"; \
+	tar -xzf $$dest/sdist/*.tar.gz -C $$dest --strip-components=1 \
 		--wildcards '*/tests/*' '*/pyproject.toml'; \
-	rm -rf $(LC_CORE_TESTS)/sdist; \
-	touch $@
+	rm -rf $$dest/sdist; \
+	touch $$dest/.stamp
+endef
+
+$(LC_CORE_TESTS)/.stamp: $(STAMP_TEST)
+	$(call fetch_lc_core_tests,$(VENV))
 
 # --- running -----------------------------------------------------------------
 
@@ -108,7 +115,10 @@ $(STAMP_LOWEST): pyproject.toml scripts/lowest_pins.py
 	@$(LOWEST_BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' -c $(LOWEST_VENV)/constraints.txt
 	@touch $@
 
-test-lowest: $(STAMP_LOWEST) ## pytest on the lowest dependency versions pyproject allows
+$(LOWEST_VENV)/langchain-core-tests/.stamp: $(STAMP_LOWEST)
+	$(call fetch_lc_core_tests,$(LOWEST_VENV))
+
+test-lowest: $(STAMP_LOWEST) $(LOWEST_VENV)/langchain-core-tests/.stamp ## pytest on the lowest dependency versions pyproject allows
 	@set -e; \
 	url=$$(PROBE_PYTHON=$(LOWEST_BIN)/python bash scripts/ensure-mysql.sh); \
 	export TIDB_MEMORY_TEST_URL="$$url"; \
