@@ -161,15 +161,19 @@ def parse_url(url: str | URL) -> ConnectionSpec:
         ConfigurationError: the scheme or a parameter is not supported.
     """
     if isinstance(url, str):
+        unparsable = False
         try:
             parsed = _credentials_at_the_last_at(url) or make_url(url)
         except (ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
-            # Not "from exc": the driver's message may quote a piece of the password.
+            unparsable = True
+        if unparsable:
+            # Raised outside the except block, so not even __context__ holds the driver's error:
+            # SQLAlchemy 2.0 quotes the whole URL, password included, in its message.
             raise ConfigurationError(
                 "cannot parse the connection URL; expected e.g. "
                 "mysql+aiomysql://user:password@host:4000/database, with the user name and "
                 "password percent-encoded: urllib.parse.quote(password, safe='')"
-            ) from None
+            )
     elif isinstance(url, URL):
         parsed = url
     else:
