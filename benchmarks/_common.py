@@ -17,7 +17,7 @@ import random
 import secrets
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -459,3 +459,35 @@ def collect() -> None:
 def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@contextlib.asynccontextmanager
+async def postgres_pool(pg_url: str, size: int, schema: str) -> AsyncIterator[Any]:
+    """A psycopg pool of ``size`` on a fresh schema (LangGraph's settings), dropped afterwards."""
+    import psycopg
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        pool = AsyncConnectionPool(
+            pg_url,
+            min_size=size,
+            max_size=size,
+            open=False,
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": 0,
+                "row_factory": dict_row,
+                "options": f"-c search_path={schema}",
+            },
+        )
+        await pool.open(wait=True)
+        try:
+            yield pool
+        finally:
+            await pool.close()
+    finally:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -44,6 +44,7 @@ from _common import (
     median,
     note,
     percentile,
+    postgres_pool,
     quiet_library_noise,
     render_table,
     safe_url,
@@ -99,44 +100,19 @@ async def tidb_saver(args: argparse.Namespace, token: str) -> AsyncIterator[Any]
     finally:
         t = saver.tables
         async with saver.db.connection() as conn:
-            for name in (t.checkpoints, t.blobs, t.writes, t.migrations):
+            for name in (t.checkpoints, t.blobs, t.writes, t.migrations, t.threads):
                 await conn.execute(f"DROP TABLE IF EXISTS {name}", ())
         await saver.db.aclose()
 
 
 @asynccontextmanager
 async def postgres_saver(args: argparse.Namespace, token: str) -> AsyncIterator[Any]:
-    import psycopg
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-    from psycopg.rows import dict_row
-    from psycopg_pool import AsyncConnectionPool
 
-    schema = f"bench_{token}"
-    async with await psycopg.AsyncConnection.connect(args.pg_url, autocommit=True) as admin:
-        await admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        pool = AsyncConnectionPool(
-            args.pg_url,
-            min_size=args.concurrency,
-            max_size=args.concurrency,
-            open=False,
-            kwargs={
-                "autocommit": True,
-                "prepare_threshold": 0,
-                "row_factory": dict_row,
-                "options": f"-c search_path={schema}",
-            },
-        )
-        await pool.open(wait=True)
-        try:
-            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
-            await saver.setup()
-            yield saver
-        finally:
-            await pool.close()
-    finally:
-        async with await psycopg.AsyncConnection.connect(args.pg_url, autocommit=True) as admin:
-            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    async with postgres_pool(args.pg_url, args.concurrency, f"bench_{token}") as pool:
+        saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        await saver.setup()
+        yield saver
 
 
 @asynccontextmanager

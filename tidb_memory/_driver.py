@@ -228,28 +228,51 @@ class Connection:
         order and stops at the first error, exactly as separate calls would. aiomysql always
         asks for multi-statement support; every value is escaped as in :meth:`execute`.
         """
+        await self.fetch_script(
+            [(sql, params, False) for sql, params in statements], max_bytes=max_bytes
+        )
+
+    async def fetch_script(
+        self, statements: Sequence[tuple[str, Sequence[Any], bool]], *, max_bytes: int
+    ) -> list[list[Any] | None]:
+        """:meth:`execute_all` for ``(sql, params, wants_rows)`` statements: the rows of those
+        that want them (``None`` for the others). A batch of reads and writes is one round trip.
+        """
         if self.backend != "mysql" or not self.driver.client_flag & _MULTI_STATEMENTS:
-            for sql, params in statements:
-                await self.execute(sql, params)
-            return
-        group: list[str] = []
+            out: list[list[Any] | None] = []
+            for sql, params, wants in statements:
+                if wants:
+                    out.append(await self.fetchall(sql, params))
+                else:
+                    await self.execute(sql, params)
+                    out.append(None)
+            return out
+        results: list[list[Any] | None] = []
+        group: list[tuple[str, bool]] = []
         size = 0
-        for sql, params in statements:
+        for sql, params, wants in statements:
             text = _render(self.driver, sql, params)
             if group and size + len(text) > max_bytes:
-                await self._send(";".join(group))
+                results += await self._send(group)
                 group, size = [], 0
-            group.append(text)
+            group.append((text, wants))
             size += len(text) + 1
         if group:
-            await self._send(";".join(group))
+            results += await self._send(group)
+        return results
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, group: list[tuple[str, bool]]) -> list[list[Any] | None]:
         cur = self.driver.cursorclass(self.driver, False)
+        out: list[list[Any] | None] = []
         async with asyncio.timeout(self.read_timeout):
-            await cur.execute(text)
+            await cur.execute(";".join(text for text, _ in group))
+            for index, (_, wants) in enumerate(group):
+                if index:
+                    await cur.nextset()
+                out.append(list(cur._rows or ()) if wants else None)
             while await cur.nextset():  # every result must be read, or the next call breaks
                 pass
+        return out
 
 
 def _reusable(exc: BaseException) -> bool:
