@@ -187,9 +187,7 @@ async def test_setup_over_the_previous_release_tables_changes_nothing(
         assert sent.count("CREATE") == 1  # the ledger's IF NOT EXISTS, nothing else
         assert "ALTER" not in sent and "INSERT" not in sent and "DROP" not in sent
         assert await ledger_rows(saver) == before
-        assert [t.thread_id for t in (await saver.alist_threads(user_id="ann")).threads] == [
-            "kept"
-        ]
+        assert [t.thread_id for t in (await saver.alist_threads(user_id="ann")).threads] == ["kept"]
     finally:
         await drop_tables(saver)
 
