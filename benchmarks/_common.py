@@ -179,11 +179,21 @@ async def server_version(conn: Any) -> str:
     return str(row[0])
 
 
-async def threads_connected(conn: Any) -> int:
+async def global_status(conn: Any, name: str) -> int:
+    """One counter of ``SHOW GLOBAL STATUS``, e.g. ``Threads_connected`` or ``Connections``."""
     async with conn.cursor() as cur:
-        await cur.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+        await cur.execute("SHOW GLOBAL STATUS LIKE %s", (name,))
         row = await cur.fetchone()
     return int(row[1])
+
+
+async def threads_connected(conn: Any) -> int:
+    return await global_status(conn, "Threads_connected")
+
+
+async def connections_opened(conn: Any) -> int:
+    """The server's count of connection attempts since it started (``Connections``)."""
+    return await global_status(conn, "Connections")
 
 
 async def execute(conn: Any, sql: str, args: Sequence[Any] | None = None) -> None:
@@ -342,6 +352,18 @@ def turn_pair(seed: int) -> tuple[HumanMessage, AIMessage]:
     human = HumanMessage(content=text_of_length(rng, 60, 300))
     ai = ai_message(rng, 200, 600, tool_call=seed % 7 == 3, usage=True)
     return human, ai
+
+
+def plain_pair(seed: int) -> tuple[HumanMessage, AIMessage]:
+    """A (human, ai) pair of plain text messages: no id, no metadata, no tool calls.
+
+    Human 60-300 chars, AI 200-600 chars, as in :func:`turn_pair`.
+    """
+    rng = random.Random(seed)
+    return (
+        HumanMessage(content=text_of_length(rng, 60, 300)),
+        AIMessage(content=text_of_length(rng, 200, 600)),
+    )
 
 
 def large_session(n: int, seed: int = 1234) -> list[BaseMessage]:
