@@ -5,7 +5,7 @@ round trip and, on MySQL and TiDB, one transaction (see
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._iteration import IterationGroup
@@ -14,6 +14,61 @@ if TYPE_CHECKING:
     from .engine import Connection, Database
 
 __all__: list[str] = []
+
+
+class RowInsert(tuple[str, list[Any]]):
+    """``(sql, params)`` of a multi-row INSERT that a grouped write may merge with the other
+    inserts of the same ``kind``: one statement, so one OK packet, for every member's rows.
+
+    ``kind(n)`` is the statement for ``n`` rows; inserts are merged only when their ``kind`` is
+    the same object, so a builder must hand out one callable per table (an ``lru_cache``).
+    Merging is only sound where the statement's effect does not depend on being alone: an
+    idempotent insert whose rows do not read what another row of the group wrote.
+
+    Example:
+        >>> RowInsert(lambda n: "INSERT ... VALUES " + ", ".join(["(%s)"] * n), [1, 2], 2, 16)
+        ('INSERT ... VALUES (%s), (%s)', [1, 2])
+    """
+
+    kind: Callable[[int], str]
+    rows: int
+    weight: int
+
+    def __new__(
+        cls, kind: Callable[[int], str], params: list[Any], rows: int, weight: int
+    ) -> RowInsert:
+        self = super().__new__(cls, (kind(rows), params))
+        self.kind, self.rows, self.weight = kind, rows, weight
+        return self
+
+
+def merge_inserts(
+    statements: Sequence[tuple[str, Sequence[Any]]], max_bytes: int
+) -> list[tuple[str, Sequence[Any]]]:
+    """``statements`` with the :class:`RowInsert` of each kind merged into the first of its
+    kind while their ``weight`` fits in ``max_bytes``; every other statement keeps its place
+    and its neighbours (a statement reading ``ROW_COUNT()`` still follows the one it reads)."""
+    out: list[tuple[str, Sequence[Any]]] = []
+    open_at: dict[Callable[[int], str], int] = {}
+    merged: dict[int, list[RowInsert]] = {}
+    for statement in statements:
+        if type(statement) is RowInsert:
+            at = open_at.get(statement.kind)
+            if at is not None:
+                parts = merged[at]
+                if sum(part.weight for part in parts) + statement.weight <= max_bytes:
+                    parts.append(statement)
+                    continue
+            open_at[statement.kind] = len(out)
+            merged[len(out)] = [statement]
+        out.append(statement)
+    for at, parts in merged.items():
+        if len(parts) > 1:
+            out[at] = (
+                parts[0].kind(sum(part.rows for part in parts)),
+                [value for part in parts for value in part[1]],
+            )
+    return out
 
 
 _BEGIN = {"mysql": ("START TRANSACTION", ()), "sqlite": ("BEGIN IMMEDIATE", ())}
@@ -32,10 +87,14 @@ async def execute_atomic(
     commit together. If one fails, the server stops there, inside the transaction, which is
     rolled back before the connection goes back to the pool (a connection that cannot take
     the ``ROLLBACK`` is broken, and discarded). SQLite takes its write lock at ``BEGIN``.
+    On MySQL and TiDB the :class:`RowInsert` statements of a kind become one (see
+    :func:`merge_inserts`): fewer statements for the server to run and the client to parse.
     """
     if len(statements) < 2:
         await conn.execute_all(statements, max_bytes=max_bytes)
         return
+    if conn.backend == "mysql":  # SQLite runs one statement per call, and caps parameters
+        statements = merge_inserts(statements, max_bytes)
     try:
         await conn.execute_all([_BEGIN[conn.backend], *statements, _COMMIT], max_bytes=max_bytes)
     except Exception:

@@ -30,6 +30,7 @@ from langgraph.checkpoint.serde.types import TASKS
 
 from tidb_memory import _checks
 from tidb_memory._checks import ID_MAX_CHARS
+from tidb_memory._writes import RowInsert
 from tidb_memory.engine import Backend, Binary
 from tidb_memory.errors import InvalidInputError, MessageTooLargeError
 from tidb_memory.langgraph._saver_sql import (
@@ -40,6 +41,7 @@ from tidb_memory.langgraph._saver_sql import (
     Select,
     Tables,
     insert_blobs_statement,
+    row_inserter,
     touch_thread_statement,
     upsert_checkpoint_statement,
 )
@@ -406,24 +408,26 @@ def batches(
     builder: Callable[[Backend, Tables, int], str],
 ) -> list[Statement]:
     """Multi-row inserts of ``rows``: one statement unless the rows are very large (MySQL's
-    statement budget) or many (SQLite's parameter limit)."""
-    groups: list[list[list[Any]]] = []
+    statement budget) or many (SQLite's parameter limit). A grouped write merges them with
+    the other members' inserts into the same table (:class:`~tidb_memory._writes.RowInsert`)."""
+    groups: list[tuple[list[list[Any]], int]] = []
     if backend == "mysql":
         batch: list[list[Any]] = []
         size = 0
         for row in rows:
             row_weight = weight(row)
             if batch and size + row_weight > STATEMENT_BYTES:
-                groups.append(batch)
+                groups.append((batch, size))
                 batch, size = [], 0
             batch.append(row)
             size += row_weight
         if batch:
-            groups.append(batch)
+            groups.append((batch, size))
     elif rows:
         step = max(1, _SQLITE_PARAMS // len(rows[0]))
-        groups = [rows[i : i + step] for i in range(0, len(rows), step)]
+        groups = [(rows[i : i + step], 0) for i in range(0, len(rows), step)]
+    kind = row_inserter(builder, backend, tables)
     return [
-        (builder(backend, tables, len(batch)), [value for row in batch for value in row])
-        for batch in groups
+        RowInsert(kind, [value for row in batch for value in row], len(batch), size)
+        for batch, size in groups
     ]

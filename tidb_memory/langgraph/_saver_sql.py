@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from langgraph.checkpoint.serde.types import TASKS
 
@@ -465,6 +465,15 @@ def insert_writes_statement(backend: Backend, t: Tables, rows: int) -> str:
         + ", ".join(f"`{c}` = excluded.`{c}`" for c in cols)
         + " WHERE excluded.`idx` < 0"
     )
+
+
+@lru_cache(maxsize=256)
+def row_inserter(
+    builder: Callable[[Backend, Tables, int], str], backend: Backend, t: Tables
+) -> Callable[[int], str]:
+    """``builder`` for one table set, as the single callable per table that a grouped write
+    merges inserts by (:class:`~tidb_memory._writes.RowInsert`)."""
+    return partial(builder, backend, t)
 
 
 @lru_cache(maxsize=256)
