@@ -51,16 +51,17 @@ def merge_inserts(
     out: list[tuple[str, Sequence[Any]]] = []
     open_at: dict[Callable[[int], str], int] = {}
     merged: dict[int, list[RowInsert]] = {}
+    weights: dict[int, int] = {}
     for statement in statements:
         if type(statement) is RowInsert:
             at = open_at.get(statement.kind)
-            if at is not None:
-                parts = merged[at]
-                if sum(part.weight for part in parts) + statement.weight <= max_bytes:
-                    parts.append(statement)
-                    continue
+            if at is not None and weights[at] + statement.weight <= max_bytes:
+                merged[at].append(statement)
+                weights[at] += statement.weight
+                continue
             open_at[statement.kind] = len(out)
             merged[len(out)] = [statement]
+            weights[len(out)] = statement.weight
         out.append(statement)
     for at, parts in merged.items():
         if len(parts) > 1:
