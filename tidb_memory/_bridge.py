@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
-import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -99,10 +98,13 @@ class Bridge:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
 
-    def _forget(self) -> None:
-        # In a forked child the thread does not exist; start over without touching the parent's.
+    def _forget(self) -> tuple[object, object]:
+        """In a forked child, where the thread does not exist: start over, and return the
+        parent's loop and thread for the caller to keep (``_process`` does, untouched)."""
+        inherited = (self._loop, self._thread)
         self._lock = threading.Lock()
         self._loop, self._thread, self._state = None, None, _State.IDLE
+        return inherited
 
 
 def _wait(future: concurrent.futures.Future[T]) -> T:
@@ -139,4 +141,3 @@ def call_on(
 
 
 BRIDGE = Bridge()
-os.register_at_fork(after_in_child=BRIDGE._forget)

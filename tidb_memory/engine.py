@@ -29,14 +29,14 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
-from . import _bridge
+from . import _bridge, _process
 from ._driver import INIT_COMMAND as INIT_COMMAND
 from ._driver import Connection as Connection
 from ._driver import _checkin, _discard, _reusable
 from ._driver import _mysql_creator as _mysql_creator
 from ._driver import _sqlite_creator as _sqlite_creator
 from ._process import _databases as _databases
-from ._process import _databases_lock, _dispose, _resources_for, track_tls
+from ._process import _dispose, _resources_for, track_tls
 from ._process import _loops as _loops
 from ._render import Binary as Binary
 from ._tls import TLS_CLOSE_GRACE as TLS_CLOSE_GRACE
@@ -133,6 +133,19 @@ class Database:
 
     def __repr__(self) -> str:
         return f"<Database {self.spec.display}>"
+
+    def _forget_process(self) -> object:
+        """In a forked child: drop the parent's write groups and, for an application engine,
+        its loop and pooled connections (the engine gets an empty pool, as SQLAlchemy's
+        ``dispose(close=False)`` gives). Returns what was dropped, for the caller to keep."""
+        inherited: list[object] = [self._groups]
+        self._groups = weakref.WeakKeyDictionary()
+        self._groups_lock = threading.Lock()
+        if self._pinned_engine is not None:
+            inherited += [self._pinned_loop, self._pinned_engine.sync_engine.pool]
+            self._pinned_loop = None
+            self._pinned_engine.sync_engine.dispose(close=False)
+        return inherited
 
     # -- engines
 
@@ -301,7 +314,7 @@ def get_database(
                 "or sqlite+aiosqlite"
             )
         key = f"engine:{id(engine):x}"
-        with _databases_lock:
+        with _process._databases_lock:
             db = _databases.get(key)
             if db is None or db._pinned_engine is not engine:
                 db = Database(parse_url(engine.url), key=key, engine=engine)
@@ -319,7 +332,7 @@ def get_database(
     if spec.backend == "sqlite":
         _sqlite_creator(spec)  # refuses an in-memory database at construction (no I/O)
     kwargs = _engine_kwargs(spec, args)
-    with _databases_lock:
+    with _process._databases_lock:
         db = _databases.get(key)
         if db is None:
             db = Database(spec, key=key, engine_kwargs=kwargs)
