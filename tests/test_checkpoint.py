@@ -35,22 +35,21 @@ from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 
 import tidb_memory
 from tests.infra import FaultProxy
-from tidb_memory import checkpoint as cp_module
-from tidb_memory.checkpoint import (
+from tidb_memory.engine import Connection
+from tidb_memory.errors import InvalidInputError, MessageTooLargeError, SchemaError, StorageError
+from tidb_memory.langgraph import _saver_rows, _saver_sql
+from tidb_memory.langgraph import saver as saver_module
+from tidb_memory.langgraph._saver_sql import (
     MIGRATIONS,
-    AsyncTiDBSaver,
-    CheckpointTooLargeError,
-    TiDBSaver,
-    _Select,
-    _Tables,
+    Select,
+    Tables,
     delete_thread_statements,
     insert_blobs_statement,
     insert_writes_statement,
     read_statement,
     upsert_checkpoint_statement,
 )
-from tidb_memory.engine import Connection
-from tidb_memory.errors import InvalidInputError, MessageTooLargeError, SchemaError, StorageError
+from tidb_memory.langgraph.saver import AsyncTiDBSaver, CheckpointTooLargeError, TiDBSaver
 
 BACKENDS = ["mysql", "sqlite"]
 
@@ -260,7 +259,7 @@ def test_construction_does_no_io() -> None:
     # Nothing listens on port 1: any I/O would fail.
     saver = AsyncTiDBSaver("mysql+aiomysql://root@127.0.0.1:1/nowhere", table_prefix="x")
     assert isinstance(saver, BaseCheckpointSaver)
-    assert saver.tables == _Tables("xs", "x_blobs", "x_writes", "x_migrations")
+    assert saver.tables == Tables("xs", "x_blobs", "x_writes", "x_migrations")
     with pytest.raises(InvalidInputError):
         AsyncTiDBSaver(MYSQL_URL, table_prefix="bad-name")
     with pytest.raises(InvalidInputError):
@@ -576,23 +575,23 @@ async def test_metadata_filters(url: str) -> None:
 
 
 def all_builder_statements() -> list[str]:
-    t = _Tables("gs", "g_blobs", "g_writes", "g_migrations")
+    t = Tables("gs", "g_blobs", "g_writes", "g_migrations")
     out: list[str] = []
     flags = ("thread", "ns", "checkpoint_id", "before", "cursor", "limit")
     for backend in ("mysql", "sqlite"):
         for mask in range(1 << len(flags)):
             chosen = {name: bool(mask >> i & 1) for i, name in enumerate(flags)}
             for filters in ((), (("a", "text"), ("b", "null"), ("c", "json"), ("d", "number"))):
-                out.append(read_statement(backend, t, _Select(**chosen, filters=filters)))  # type: ignore[arg-type]
-        out.append(read_statement(backend, t, _Select(thread=True, ns=True, latest=True)))  # type: ignore[arg-type]
+                out.append(read_statement(backend, t, Select(**chosen, filters=filters)))  # type: ignore[arg-type]
+        out.append(read_statement(backend, t, Select(thread=True, ns=True, latest=True)))  # type: ignore[arg-type]
         out.append(upsert_checkpoint_statement(backend, t))  # type: ignore[arg-type]
         for rows in (1, 2, 7):
             out.append(insert_blobs_statement(backend, t, rows))  # type: ignore[arg-type]
             out.append(insert_writes_statement(backend, t, rows))  # type: ignore[arg-type]
         out += delete_thread_statements(backend, t, 10)  # type: ignore[arg-type]
-        out += cp_module._v1(backend, t)  # type: ignore[arg-type]
-        out.append(cp_module._migrations_table(backend, t))  # type: ignore[arg-type]
-        out.append(cp_module._record_version(backend, t))  # type: ignore[arg-type]
+        out += _saver_sql._v1(backend, t)  # type: ignore[arg-type]
+        out.append(_saver_sql.migrations_table(backend, t))  # type: ignore[arg-type]
+        out.append(_saver_sql.record_version(backend, t))  # type: ignore[arg-type]
     return out
 
 
@@ -645,8 +644,8 @@ async def test_mariadb_plan_uses_primary_key_lookups() -> None:
             t = saver.tables
             for table in (t.checkpoints, t.blobs, t.writes):
                 await conn.fetchall(f"ANALYZE TABLE {table}", ())
-            hash_hex = cp_module._ns_hash("").hex()
-            sel = _Select(thread=True, ns=True, latest=True)
+            hash_hex = _saver_rows.ns_hash("").hex()
+            sel = Select(thread=True, ns=True, latest=True)
             plan = await conn.fetchall(
                 "EXPLAIN " + read_statement("mysql", t, sel), ["plan7", hash_hex]
             )
@@ -798,7 +797,7 @@ async def test_a_version_is_recorded_only_after_its_ddl(
     saver = AsyncTiDBSaver(url, table_prefix=prefix)
     broken = (2, "a broken step", lambda backend, t: ["ALTER TABLE no_such_table_x ADD c INT"])
     try:
-        monkeypatch.setattr(cp_module, "MIGRATIONS", (*MIGRATIONS, broken))
+        monkeypatch.setattr(saver_module, "MIGRATIONS", (*MIGRATIONS, broken))
         with pytest.raises(StorageError):
             await saver.asetup()
         assert await migration_rows(saver) == [1]
@@ -807,7 +806,7 @@ async def test_a_version_is_recorded_only_after_its_ddl(
             "fixed",
             lambda backend, t: [f"CREATE TABLE IF NOT EXISTS {prefix}_extra (a INT)"],
         )
-        monkeypatch.setattr(cp_module, "MIGRATIONS", (*MIGRATIONS, fixed))
+        monkeypatch.setattr(saver_module, "MIGRATIONS", (*MIGRATIONS, fixed))
         await saver.asetup()
         assert await migration_rows(saver) == [1, 2]
     finally:

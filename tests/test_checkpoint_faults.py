@@ -39,7 +39,7 @@ from tests.append_checker import RetryCounter
 from tests.conftest import mysql_params, mysql_url_for
 from tests.infra import CutMode, FaultProxy, ThrowawayMariaDB
 from tidb_memory import RetryPolicy
-from tidb_memory.checkpoint import AsyncTiDBSaver
+from tidb_memory.langgraph import AsyncTiDBSaver
 
 STEPS = 40
 THREADS = 8

@@ -26,7 +26,7 @@ from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command, interrupt
 
-from tidb_memory.checkpoint import AsyncTiDBSaver
+from tidb_memory.langgraph import AsyncTiDBSaver
 
 MYSQL_URL = os.environ.get("TIDB_MEMORY_TEST_URL") or "mysql+aiomysql://root@127.0.0.1:3306/test"
 DURABILITY = ["sync", "async", "exit"]

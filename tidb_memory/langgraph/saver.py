@@ -1,0 +1,591 @@
+"""LangGraph checkpointer on TiDB, MySQL, MariaDB or SQLite: :class:`AsyncTiDBSaver`.
+
+One object serves both faces of a graph: ``ainvoke`` calls the ``a*`` coroutines on any event
+loop, and ``invoke`` calls the synchronous methods from LangGraph's executor threads. Each sync
+method is one line that runs its coroutine through the shared bridge (``Database.run_sync``), so
+both faces share one code path, the per-loop pools, the retry policy and the error types of the
+rest of tidb-memory. There is no instance-wide lock: concurrent calls run on as many pooled
+connections as they need.
+
+Tables (``table_prefix`` defaults to ``checkpoint``, which gives LangGraph's usual names)::
+
+    checkpoints             PK (thread_id, ns_hash, checkpoint_id)
+        checkpoint_ns, parent_checkpoint_id, v, checkpoint (JSON text with the inline values),
+        metadata (JSON), refs (JSON list of the [channel, version] pairs kept in blobs)
+    checkpoint_blobs        PK (thread_id, ns_hash, channel, version)   type, blob
+    checkpoint_writes       PK (thread_id, ns_hash, checkpoint_id, task_id, idx)
+        task_path, channel, type, blob
+    checkpoint_migrations   PK (v)   description, applied_at
+
+``ns_hash`` is the 16-byte MD5 of ``checkpoint_ns``, computed client-side: nested subgraph
+namespaces outgrow index limits, so the full namespace sits in its own column. Every table is
+``utf8mb4``/``utf8mb4_bin`` with a ``/*T![clustered_index] CLUSTERED */`` primary key. The SQL
+is in :mod:`._saver_sql`, the row conversions in :mod:`._saver_rows`.
+
+Round trips: ``aget_tuple`` 1 (one statement returns the checkpoint, its blobs and its pending
+writes as ``UNION ALL`` rows tagged with a kind column; the blobs of exactly the versions the
+checkpoint references are found by primary-key lookups, expanding ``refs`` with a recursive CTE
+instead of ``JSON_TABLE``, which TiDB lacks); ``aput`` 1 (the new blobs' insert and the
+checkpoint row in one multi-statement query); ``aput_writes`` 1; ``alist`` 1 per page of
+:attr:`AsyncTiDBSaver.list_page_size` checkpoints.
+
+Every write is keyed and idempotent, so the retry policy may repeat one after a lost connection
+without duplicating or losing anything. Blobs are content-addressed by (channel, version), so
+they are written first and the checkpoint row is the commit point; a blob orphaned by a failed
+``aput`` is harmless and is reused by the retry. Because every write is idempotent, the writes of
+concurrent calls may also share a round trip (:meth:`Database.execute_grouped`).
+
+Blobs never travel as a ``bytes`` parameter to aiomysql (PyMySQL 1.2 broke them): they are
+:class:`~tidb_memory.engine.Binary` values, which the engine writes as ``FROM_BASE64('...')``,
+and the namespace hash is hex decoded by ``UNHEX``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tidb_memory._retry import (
+    DEFAULT_RETRY_POLICY,
+    RetryPolicy,
+    Verdict,
+    classify,
+    error_code,
+    retrying,
+)
+from tidb_memory.engine import Backend, Binary, Connection, Database, get_database
+from tidb_memory.errors import InvalidInputError, SchemaError, StorageError
+from tidb_memory.langgraph._saver_rows import (
+    STATEMENT_BYTES,
+    CheckpointTooLargeError,
+    ListQuery,
+    Prepared,
+    PutOptions,
+    assemble,
+    batches,
+    check_id,
+    check_thread_id,
+    config_of,
+    filter_kind,
+    hash_value,
+    next_version,
+    ns_hex_of,
+    prepare_put,
+    to_json,
+    too_large,
+)
+from tidb_memory.langgraph._saver_sql import (
+    MIGRATIONS,
+    Select,
+    Tables,
+    applied_versions,
+    delete_thread_statements,
+    insert_writes_statement,
+    migrations_columns,
+    migrations_table,
+    read_statement,
+    record_version,
+)
+
+__all__ = [
+    "DEFAULT_CHECKPOINT_PREFIX",
+    "DEFAULT_DELETE_BATCH",
+    "DEFAULT_LIST_PAGE_SIZE",
+    "DEFAULT_MAX_BLOB_BYTES",
+    "MIGRATIONS",
+    "AsyncTiDBSaver",
+    "CheckpointTooLargeError",
+    "TiDBSaver",
+]
+
+_List = builtins.list  # the saver defines a method called ``list``
+
+DEFAULT_CHECKPOINT_PREFIX = "checkpoint"
+#: TiDB's default row limit (``txn-entry-size-limit``): 6 MiB.
+DEFAULT_MAX_BLOB_BYTES = 6 * 1024 * 1024
+#: Checkpoints per ``alist`` statement.
+DEFAULT_LIST_PAGE_SIZE = 50
+#: Rows per ``DELETE`` of ``delete_thread`` on MySQL and TiDB (TiDB caps a transaction).
+DEFAULT_DELETE_BATCH = 1000
+#: Seconds ``setup`` waits for another process's migration to finish.
+SETUP_LOCK_TIMEOUT = 60
+
+
+class AsyncTiDBSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer on TiDB, MySQL, MariaDB or SQLite; one object, sync and async.
+
+    Example::
+
+        saver = AsyncTiDBSaver("mysql+aiomysql://root@127.0.0.1:3306/test")
+        await saver.asetup()                  # once, at deployment: creates the tables
+        agent = create_agent(model, tools, checkpointer=saver)
+        await agent.ainvoke({"messages": [("user", "hi")]}, {"configurable": {"thread_id": "t1"}})
+        agent.invoke(...)                     # the same saver serves sync callers too
+
+    Construction does no I/O. Savers built from equal URLs share one pool per event loop with
+    the chat histories.
+
+    Args:
+        connection_string: ``mysql://``, ``mysql+pymysql://``, ``mysql+aiomysql://`` or
+            ``sqlite+aiosqlite://`` URL; TiDB Cloud's ``ssl_ca``/``ssl_verify_*`` parameters are
+            honoured. Defaults to ``$TIDB_DATABASE_URL``, else a local SQLite file.
+        engine: an ``AsyncEngine`` the application owns, instead of a URL (see
+            :func:`tidb_memory.create_engine`).
+        table_prefix: names the tables ``<prefix>s``, ``<prefix>_blobs``, ``<prefix>_writes`` and
+            ``<prefix>_migrations``.
+        serde: the serializer for channel values and writes; ``JsonPlusSerializer`` by default.
+            ``EncryptedSerializer`` works as is.
+        engine_args: pool settings for a URL, as for the chat history: ``pool_size``,
+            ``max_overflow``, ``pool_timeout``, ``pool_recycle``, ``pool_pre_ping``, ``echo``.
+        retry: the retry policy for transient errors.
+        inline_primitives: keep ``None``, bool, int, float and short str channel values in the
+            checkpoint row itself (as the Postgres saver does). ``False`` sends every value
+            through ``serde``, so that an ``EncryptedSerializer`` covers all of them.
+        max_blob_bytes: the largest serialised value, write or checkpoint row accepted.
+
+    Raises:
+        ConfigurationError: the URL, engine or an option is invalid.
+        InvalidInputError: the table prefix is invalid.
+    """
+
+    list_page_size: int = DEFAULT_LIST_PAGE_SIZE
+    delete_batch: int = DEFAULT_DELETE_BATCH
+
+    def __init__(
+        self,
+        connection_string: str | None = None,
+        *,
+        engine: AsyncEngine | None = None,
+        table_prefix: str = DEFAULT_CHECKPOINT_PREFIX,
+        serde: SerializerProtocol | None = None,
+        engine_args: Mapping[str, Any] | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY_POLICY,
+        inline_primitives: bool = True,
+        max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+    ) -> None:
+        super().__init__(serde=serde)
+        if not isinstance(retry, RetryPolicy):
+            raise InvalidInputError("retry must be a RetryPolicy")
+        if not isinstance(max_blob_bytes, int) or max_blob_bytes < 1:
+            raise InvalidInputError("max_blob_bytes must be a positive int")
+        if engine is None and connection_string is None:
+            from tidb_memory.history import default_url
+
+            connection_string = default_url()
+        self.tables = Tables.from_prefix(table_prefix)
+        self.db: Database = get_database(connection_string, engine=engine, engine_args=engine_args)
+        self.retry = retry
+        self.inline_primitives = bool(inline_primitives)
+        self.max_blob_bytes = max_blob_bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(table_prefix={self.tables.checkpoints[:-1]!r}, "
+            f"url={self.db.spec.display!r})"
+        )
+
+    @property
+    def backend(self) -> Backend:
+        return self.db.backend
+
+    def _put_options(self) -> PutOptions:
+        return PutOptions(
+            self.backend, self.tables, self.serde, self.inline_primitives, self.max_blob_bytes
+        )
+
+    # -- setup ------------------------------------------------------------------------------
+
+    async def asetup(self) -> None:
+        """Create or migrate the tables; run it once at deployment (LangGraph's convention).
+
+        Versioned and idempotent: versions recorded in the migrations table are skipped, and a
+        version is recorded only after its DDL succeeded. On MySQL and TiDB concurrent setups
+        are serialised with ``GET_LOCK``.
+
+        Raises:
+            SchemaError: the migrations table belongs to another tool.
+            StorageError: the database failed, or another setup held the lock too long.
+        """
+        await self.db.run(self._setup)
+
+    def setup(self) -> None:
+        """Synchronous :meth:`asetup`."""
+        self.db.run_sync(self.asetup)
+
+    async def _setup(self) -> None:
+        async def attempt() -> None:
+            async with self.db.connection() as conn:
+                await self._migrate(conn)
+
+        await retrying(attempt, policy=self.retry, operation="setup", table=self.tables.migrations)
+
+    async def _migrate(self, conn: Connection) -> None:
+        backend, t = conn.backend, self.tables
+        await conn.execute(migrations_table(backend, t), ())
+        sql, params = migrations_columns(backend, t)
+        columns = {str(row[0]).lower() for row in await conn.fetchall(sql, params)}
+        if not {"v", "description", "applied_at"} <= columns:
+            raise SchemaError(
+                f"table {t.migrations!r} exists but was not made by tidb-memory (another "
+                "checkpointer, such as langgraph-checkpoint-mysql, uses the same names); "
+                "choose another table_prefix",
+                operation="setup",
+                table=t.migrations,
+            )
+        lock = None
+        if backend == "mysql":
+            database = self.db.spec.url.database or ""
+            digest = hashlib.md5(f"{database}.{t.migrations}".encode(), usedforsecurity=False)
+            lock = "tidb_memory:" + digest.hexdigest()
+            try:
+                row = await conn.fetchall("SELECT GET_LOCK(%s, %s)", (lock, SETUP_LOCK_TIMEOUT))
+            except Exception as exc:
+                code = error_code(exc)
+                if code is None or code < 1000 or classify(exc) is not Verdict.FATAL:
+                    raise
+                # A server without a working GET_LOCK (old TiDB releases make it a no-op that
+                # must be enabled): go on unguarded, every step is idempotent.
+                row, lock = [(1,)], None
+            if not row or row[0][0] != 1:
+                raise StorageError(
+                    f"setup waited {SETUP_LOCK_TIMEOUT}s for another setup of "
+                    f"{t.migrations!r} to finish; try again",
+                    operation="setup",
+                    table=t.migrations,
+                )
+        try:
+            done = {int(r[0]) for r in await conn.fetchall(applied_versions(backend, t), ())}
+            for version, description, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in statements(backend, t):
+                    await conn.execute(statement, ())
+                await conn.execute(record_version(backend, t), (version, description))
+        finally:
+            if lock is not None:
+                await conn.fetchall("SELECT RELEASE_LOCK(%s)", (lock,))
+
+    # -- versions ---------------------------------------------------------------------------
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """The Postgres saver's scheme: a 32-digit counter, a dot and a random fraction, so
+        that two forks of one checkpoint never mint the same version."""
+        return next_version(current)
+
+    # -- read -------------------------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names, or the thread's latest; ``None`` if there is none.
+
+        One round trip: the checkpoint row, its blobs and its pending writes come back from one
+        statement.
+        """
+        sel, params = self._get_query(config)
+        rows = await self.db.run(
+            self._fetch, read_statement(self.backend, self.tables, sel), params
+        )
+        found = assemble(rows, self.serde)
+        return found[0] if found else None
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Synchronous :meth:`aget_tuple`."""
+        return self.db.run_sync(self.aget_tuple, config)
+
+    def _get_query(self, config: RunnableConfig) -> tuple[Select, _List[Any]]:
+        configurable = config.get("configurable") or {}
+        thread_id = check_thread_id(configurable.get("thread_id"))
+        ns = str(configurable.get("checkpoint_ns") or "")
+        checkpoint_id = get_checkpoint_id(config)
+        params: _List[Any] = [thread_id, hash_value(self.backend, ns)]
+        if checkpoint_id:
+            params.append(str(checkpoint_id))
+            return Select(thread=True, ns=True, checkpoint_id=True), params
+        return Select(thread=True, ns=True, latest=True), params
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Checkpoints, newest first: of one thread (and namespace, if ``config`` names one),
+        or of every thread when ``config`` is ``None``.
+
+        One round trip per page of :attr:`list_page_size` checkpoints, blobs and writes
+        included.
+
+        Args:
+            config: the thread (and optionally namespace and checkpoint) to list.
+            filter: metadata equality on each key (JSON containment on MySQL and TiDB).
+            before: only checkpoints older than this one.
+            limit: the most checkpoints to return.
+        """
+        query = self._list_query(config, filter, before)
+        remaining = limit
+        cursor: _List[Any] | None = None
+        while remaining is None or remaining > 0:
+            size = self.list_page_size if remaining is None else min(remaining, self.list_page_size)
+            page, cursor = await self.db.run(self._list_page, query, size, cursor)
+            for item in page:
+                yield item
+            if cursor is None:
+                return
+            if remaining is not None:
+                remaining -= len(page)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Synchronous :meth:`alist`; fetches one page per step of the iteration."""
+        query = self._list_query(config, filter, before)
+        remaining = limit
+        cursor: _List[Any] | None = None
+        while remaining is None or remaining > 0:
+            size = self.list_page_size if remaining is None else min(remaining, self.list_page_size)
+            page, cursor = self.db.run_sync(self._list_page, query, size, cursor)
+            yield from page
+            if cursor is None:
+                return
+            if remaining is not None:
+                remaining -= len(page)
+
+    def _list_query(
+        self,
+        config: RunnableConfig | None,
+        filter: Mapping[str, Any] | None,
+        before: RunnableConfig | None,
+    ) -> ListQuery:
+        params: _List[Any] = []
+        thread = ns = has_id = False
+        if config is not None:
+            configurable = config.get("configurable") or {}
+            if configurable.get("thread_id") is not None:
+                params.append(check_thread_id(configurable["thread_id"]))
+                thread = True
+            checkpoint_ns = configurable.get("checkpoint_ns")
+            if checkpoint_ns is not None:
+                params.append(hash_value(self.backend, str(checkpoint_ns)))
+                ns = True
+            if checkpoint_id := get_checkpoint_id(config):
+                params.append(str(checkpoint_id))
+                has_id = True
+        filters: tuple[tuple[str, str], ...] = ()
+        if filter:
+            if not isinstance(filter, Mapping):
+                raise InvalidInputError("filter must be a dict of metadata keys and values")
+            filters = tuple((str(k), filter_kind(v)) for k, v in filter.items())
+            if self.backend == "mysql":
+                params.append(to_json(dict(filter), "filter"))
+            else:
+                for key, value in filter.items():
+                    path = '$."' + str(key).replace('"', '\\"') + '"'
+                    kind = filter_kind(value)
+                    if kind in ("null", "true", "false"):
+                        params.append(path)
+                    elif kind in ("text", "number"):
+                        params += [path, path, value]
+                    else:
+                        params += [path, to_json(value, "filter")]
+        has_before = False
+        if before is not None and (before_id := get_checkpoint_id(before)):
+            params.append(str(before_id))
+            has_before = True
+        sel = Select(thread=thread, ns=ns, checkpoint_id=has_id, filters=filters, before=has_before)
+        return ListQuery(sel, params)
+
+    async def _list_page(
+        self, query: ListQuery, size: int, cursor: _List[Any] | None
+    ) -> tuple[_List[CheckpointTuple], _List[Any] | None]:
+        sel = query.sel
+        params = _List(query.params)
+        if cursor is not None:
+            cid, thread_id, ns_hex = cursor
+            if sel.thread and sel.ns:
+                params.append(cid)
+            else:
+                ns_value = ns_hex if self.backend == "mysql" else bytes.fromhex(ns_hex)
+                params += [cid, cid, thread_id, thread_id, ns_value]
+        sel = Select(
+            thread=sel.thread,
+            ns=sel.ns,
+            checkpoint_id=sel.checkpoint_id,
+            filters=sel.filters,
+            before=sel.before,
+            cursor=cursor is not None,
+            limit=True,
+        )
+        params.append(size)
+        rows = await self._fetch(read_statement(self.backend, self.tables, sel), params)
+        found = assemble(rows, self.serde)
+        if len(found) < size:
+            return found, None
+        last = found[-1].config["configurable"]
+        return found, [last["checkpoint_id"], last["thread_id"], ns_hex_of(found[-1])]
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> _List[Any]:
+        async def attempt() -> _List[Any]:
+            async with self.db.connection() as conn:
+                return await conn.fetchall(sql, _List(params))
+
+        return await retrying(
+            attempt, policy=self.retry, operation="read checkpoints", table=self.tables.checkpoints
+        )
+
+    # -- write ------------------------------------------------------------------------------
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint; its parent is the checkpoint ``config`` names.
+
+        One round trip on MySQL and TiDB: the changed blobs' insert and the checkpoint's upsert
+        travel as one multi-statement query (on SQLite, two statements), shared with the other
+        writes of the same event-loop iteration. Idempotent: storing the same checkpoint again
+        changes nothing.
+
+        Raises:
+            CheckpointTooLargeError: a value is over ``max_blob_bytes``; nothing was written.
+            InvalidInputError: the config or checkpoint cannot be stored.
+        """
+        configurable = config.get("configurable") or {}
+        thread_id = check_thread_id(configurable.get("thread_id"))
+        checkpoint_ns = str(configurable.get("checkpoint_ns") or "")
+        prepared = prepare_put(
+            self._put_options(), thread_id, checkpoint_ns, configurable.get("checkpoint_id"),
+            config, checkpoint, metadata, new_versions,
+        )  # fmt: skip
+        await self.db.run(self._put, prepared)
+        return config_of(thread_id, checkpoint_ns, str(checkpoint["id"]))
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Synchronous :meth:`aput`."""
+        return self.db.run_sync(self.aput, config, checkpoint, metadata, new_versions)
+
+    async def _put(self, prepared: Prepared) -> None:
+        async def attempt() -> None:
+            await self.db.execute_grouped(prepared.statements, max_bytes=STATEMENT_BYTES)
+
+        await retrying(attempt, policy=self.retry, operation="aput", table=self.tables.checkpoints)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's pending writes for the checkpoint ``config`` names. One round trip,
+        shared with the other writes of the same event-loop iteration.
+
+        Special writes (error, interrupt, resume, scheduled) replace earlier ones of the same
+        task; normal writes keep the first value stored, so a retry never duplicates them.
+
+        Raises:
+            CheckpointTooLargeError: a value is over ``max_blob_bytes``; nothing was written.
+        """
+        configurable = config.get("configurable") or {}
+        thread_id = check_thread_id(configurable.get("thread_id"))
+        checkpoint_ns = str(configurable.get("checkpoint_ns") or "")
+        checkpoint_id = check_id("checkpoint id", configurable.get("checkpoint_id") or "")
+        task = check_id("task_id", task_id)
+        ns_value = hash_value(self.backend, checkpoint_ns)
+        rows: _List[_List[Any]] = []
+        for idx, (channel, value) in enumerate(writes):
+            type_, data = self.serde.dumps_typed(value)
+            if len(data) > self.max_blob_bytes:
+                raise too_large(f"a write to channel {channel!r}", len(data), self.max_blob_bytes)
+            rows.append(
+                [
+                    thread_id, ns_value, checkpoint_id, task, WRITES_IDX_MAP.get(channel, idx),
+                    str(task_path), channel, type_, Binary(data),
+                ]
+            )  # fmt: skip
+        if not rows:
+            return
+        await self.db.run(
+            self._put_writes, batches(self.backend, self.tables, rows, insert_writes_statement)
+        )
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Synchronous :meth:`aput_writes`."""
+        self.db.run_sync(self.aput_writes, config, writes, task_id, task_path)
+
+    async def _put_writes(self, statements: _List[tuple[str, _List[Any]]]) -> None:
+        async def attempt() -> None:
+            await self.db.execute_grouped(statements, max_bytes=STATEMENT_BYTES)
+
+        await retrying(
+            attempt, policy=self.retry, operation="aput_writes", table=self.tables.writes
+        )
+
+    # -- delete -----------------------------------------------------------------------------
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint, blob and write of a thread, in all namespaces.
+
+        On MySQL and TiDB it deletes in batches of :attr:`delete_batch` rows per statement.
+        """
+        await self.db.run(self._delete_thread, check_thread_id(thread_id))
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Synchronous :meth:`adelete_thread`."""
+        self.db.run_sync(self.adelete_thread, thread_id)
+
+    async def _delete_thread(self, thread_id: str) -> None:
+        batch = self.delete_batch
+        statements = delete_thread_statements(self.backend, self.tables, batch)
+        batched = self.backend == "mysql"
+
+        async def attempt() -> None:
+            async with self.db.connection() as conn:
+                for sql in statements:
+                    while True:
+                        count = await conn.execute(sql, (thread_id,))
+                        if not batched or count < batch:
+                            break
+
+        await retrying(
+            attempt, policy=self.retry, operation="adelete_thread", table=self.tables.checkpoints
+        )
+
+
+#: The same class: one object serves ``invoke`` and ``ainvoke``.
+TiDBSaver = AsyncTiDBSaver
