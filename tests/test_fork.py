@@ -9,15 +9,25 @@ sets ``read_timeout=10``: a parent whose socket a child unregistered waits that 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from conftest import MYSQL_URL, mysql_query, mysql_url_for
+from conftest import MYSQL_URL, connections_of, mysql_query, mysql_url_for, wait_until
+
+import tidb_memory
+from tidb_memory import TiDBChatMessageHistory
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_FLAGS = ("-X", "dev", "-W", "error::ResourceWarning")
@@ -90,3 +100,134 @@ def test_idle_child_leaves_the_parents_sockets_alone(mysql_user: str, use: str) 
     unregister the parent's sockets from the epoll set they share (the parent would wait out
     its read timeout) nor close the parent's connections."""
     check(run_scenario(mysql_user, use, "os", "return", "idle"), "idle")
+
+
+# --- gunicorn --preload with two UvicornWorkers ----------------------------------------------
+
+#: gunicorn's --timeout and --graceful-timeout: a worker stuck in shutdown is killed after this.
+GUNICORN_TIMEOUT = 15
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def gunicorn(
+    user: str, table: str, log: Path, *options: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """gunicorn --preload serving ``tests/fork_asgi.py`` with two UvicornWorkers; yields the
+    master process and the base URL once a worker answers."""
+    port = free_port()
+    env = {**os.environ, "TM_URL": mysql_url_for(user) + "?read_timeout=10", "TM_TABLE": table}
+    command = [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2"]
+    command += ["--worker-class", "uvicorn.workers.UvicornWorker", "--bind", f"127.0.0.1:{port}"]
+    command += ["--timeout", str(GUNICORN_TIMEOUT), "--graceful-timeout", str(GUNICORN_TIMEOUT)]
+    command += [*options, "tests.fork_asgi:app"]
+    with log.open("wb") as out:
+        master = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert master.poll() is None, log.read_text()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/openapi.json", timeout=5).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield master, base
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait(30)
+
+
+def append_all(base: str, count: int) -> set[int]:
+    """``count`` appends over fresh connections, alternating the async and the ``def``
+    endpoint, four sessions; returns the worker pids that served them."""
+    pids = set()
+    for i in range(count):
+        face = "async" if i % 2 else "sync"
+        reply = httpx.post(f"{base}/{face}/g{i % 4}/m{i}", timeout=60)
+        assert reply.status_code == 200, reply.text
+        pids.add(reply.json()["pid"])
+    return pids
+
+
+@pytest.fixture
+def app_table() -> Iterator[str]:
+    table = f"tm_gunicorn_{uuid.uuid4().hex[:10]}"
+    yield table
+    mysql_query(f"DROP TABLE IF EXISTS `{table}`")
+
+
+def stored(user: str, table: str) -> dict[str, list[str]]:
+    """What the app stored, read back through the library once the server is gone."""
+    url = mysql_url_for(user)
+    try:
+        return {
+            session: sorted(
+                str(m.content)
+                for m in TiDBChatMessageHistory(session, url, table_name=table).messages
+            )
+            for session in ("g0", "g1", "g2", "g3")
+        }
+    finally:
+        tidb_memory.close_all()
+
+
+def expected(count: int) -> dict[str, list[str]]:
+    return {f"g{s}": sorted(f"m{i}" for i in range(count) if i % 4 == s) for s in range(4)}
+
+
+@pytest.mark.timeout(200)
+def test_gunicorn_preload_workers_serve_and_stop_on_sigterm(
+    mysql_user: str, app_table: str, tmp_path: Path
+) -> None:
+    """The master set the table up (a pool on its bridge loop) before forking two workers. The
+    workers serve real requests through both APIs, and SIGTERM stops everything promptly: each
+    worker's lifespan awaits ``aclose_all()`` and returns instead of waiting on the master's
+    loop until gunicorn's graceful timeout."""
+    log = tmp_path / "gunicorn.log"
+    with gunicorn(mysql_user, app_table, log) as (master, base):
+        append_all(base, 40)
+        start = time.monotonic()
+        master.send_signal(signal.SIGTERM)
+        master.wait(GUNICORN_TIMEOUT * 3)
+        stop_s = time.monotonic() - start
+    text = log.read_text()
+    print(f"[gunicorn] SIGTERM to exit: {stop_s:.2f}s")
+    assert master.returncode == 0, text
+    assert stop_s < GUNICORN_TIMEOUT / 2, text
+    for bad in ("WORKER TIMEOUT", "Traceback", "was sent SIGKILL"):
+        assert bad not in text, text
+    assert stored(mysql_user, app_table) == expected(40)
+    assert wait_until(lambda: connections_of(mysql_user) == 0), "a worker left a connection open"
+
+
+@pytest.mark.timeout(300)
+def test_gunicorn_max_requests_recycles_workers(
+    mysql_user: str, app_table: str, tmp_path: Path
+) -> None:
+    """``--max-requests``: each worker retires after 8 requests, running its lifespan shutdown
+    (``aclose_all()``), and gunicorn forks a new one from the master. Every recycle completes by
+    itself: no ``WORKER TIMEOUT``, and no request is lost."""
+    log = tmp_path / "gunicorn.log"
+    options = ("--max-requests", "8", "--max-requests-jitter", "0")
+    with gunicorn(mysql_user, app_table, log, *options) as (master, base):
+        start = time.monotonic()
+        append_all(base, 64)
+        serve_s = time.monotonic() - start
+        master.send_signal(signal.SIGTERM)
+        master.wait(GUNICORN_TIMEOUT * 3)
+    text = log.read_text()
+    booted = text.count("Booting worker")
+    print(f"[gunicorn] 64 requests with --max-requests 8: {serve_s:.2f}s, {booted} workers booted")
+    assert booted >= 2 + 64 // 8 - 2, text  # the recycles really happened
+    for bad in ("WORKER TIMEOUT", "Traceback", "was sent SIGKILL"):
+        assert bad not in text, text
+    assert stored(mysql_user, app_table) == expected(64)
+    assert wait_until(lambda: connections_of(mysql_user) == 0), "a worker left a connection open"
