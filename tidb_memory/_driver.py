@@ -7,7 +7,7 @@ was written against and the reason:
 * aiomysql ``Cursor._show_warnings`` (0.2-0.3), overridden: no ``SHOW WARNINGS`` round trip.
 * aiomysql ``Connection._connect()`` (0.2-0.3): the handshake, bounded as a whole.
 * aiomysql ``Connection._writer`` (0.2-0.3): the TLS transport, to wait for its close handshake.
-* aiomysql ``cursorclass(conn, False)`` and ``Cursor._rows`` (0.2-0.3): a cursor without the
+* aiomysql ``Cursor(conn, False)`` and ``Cursor._rows`` (0.2-0.3): a cursor without the
   future ``Connection.cursor()`` wraps it in, and its rows without a copy per call.
 * SQLAlchemy ``Pool._invalidate`` (2.0): a lost connection marks its whole generation stale.
 """
@@ -38,6 +38,28 @@ INIT_COMMAND = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 _MULTI_STATEMENTS = 1 << 16
 
 
+#: The aiomysql cursor class every statement of ours runs on, on any engine's connection (set by
+#: :func:`load_aiomysql`, so that SQLite users never import the MySQL driver).
+_Cursor: Any = None
+
+
+def load_aiomysql() -> None:
+    """Import aiomysql and define our cursor class, once. No I/O."""
+    global _Cursor
+    if _Cursor is not None:
+        return
+    import aiomysql
+
+    class Cursor(aiomysql.Cursor):  # type: ignore[misc]
+        async def _show_warnings(self, conn: Any) -> None:
+            # aiomysql sends SHOW WARNINGS after any statement with a warning, which is one more
+            # round trip (and a Python warning) per call. Strict SQL mode, the default on TiDB,
+            # MySQL and MariaDB, already turns the warnings that matter into errors.
+            return None
+
+    _Cursor = Cursor
+
+
 def _mysql_creator(
     spec: ConnectionSpec,
     track_tls: Callable[[asyncio.BaseTransport], None] | None = None,
@@ -47,12 +69,7 @@ def _mysql_creator(
     import aiomysql
     import pymysql
 
-    class Cursor(aiomysql.Cursor):  # type: ignore[misc]
-        async def _show_warnings(self, conn: Any) -> None:
-            # aiomysql sends SHOW WARNINGS after any statement with a warning, which is one more
-            # round trip (and a Python warning) per call. Strict SQL mode, the default on TiDB,
-            # MySQL and MariaDB, already turns the warnings that matter into errors.
-            return None
+    load_aiomysql()
 
     class DriverConnection(aiomysql.Connection):  # type: ignore[misc]
         async def ensure_closed(self) -> None:
@@ -80,7 +97,7 @@ def _mysql_creator(
         "init_command": INIT_COMMAND,
         "local_infile": False,
         "ssl": context,
-        "cursorclass": Cursor,
+        "cursorclass": _Cursor,
     }
     if "unix_socket" in url.query:
         connect_kwargs["unix_socket"] = url.query["unix_socket"]
@@ -160,8 +177,9 @@ class Connection:
     async def fetchall(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """Run one query and return all its rows."""
         if self.backend == "mysql":
-            # The cursor class directly: Connection.cursor() wraps it in a future per call.
-            cur = self.driver.cursorclass(self.driver, False)
+            # The cursor class directly: Connection.cursor() wraps it in a future per call. Ours,
+            # not the connection's: an application engine's connections have aiomysql's own.
+            cur = _Cursor(self.driver, False)
             async with asyncio.timeout(self.read_timeout):
                 await cur.execute(_render(self.driver, sql, params))
             return list(cur._rows or ())
@@ -170,7 +188,7 @@ class Connection:
     async def execute(self, sql: str, params: Sequence[Any]) -> int:
         """Run one statement and return the number of rows it changed."""
         if self.backend == "mysql":
-            cur = self.driver.cursorclass(self.driver, False)
+            cur = _Cursor(self.driver, False)
             # A timed-out statement leaves the connection mid-reply: TimeoutError counts as a
             # lost connection, so the pool discards it and the retry policy decides.
             async with asyncio.timeout(self.read_timeout):
@@ -207,11 +225,23 @@ class Connection:
             await self._send(";".join(group))
 
     async def _send(self, text: str) -> None:
-        cur = self.driver.cursorclass(self.driver, False)
+        cur = _Cursor(self.driver, False)
         async with asyncio.timeout(self.read_timeout):
             await cur.execute(text)
             while await cur.nextset():  # every result must be read, or the next call breaks
                 pass
+
+
+#: pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS, likewise.
+_IN_TRANS = 1
+
+
+def in_transaction(driver: Any, backend: Backend) -> bool:
+    """The connection has a transaction open (no I/O: aiomysql keeps the server's status flags
+    from the last reply; sqlite3 knows its own state)."""
+    if backend == "mysql":
+        return bool(driver.server_status & _IN_TRANS)
+    return bool(driver.in_transaction)
 
 
 def _reusable(exc: BaseException) -> bool:

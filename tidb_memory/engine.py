@@ -25,14 +25,14 @@ import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from . import _bridge, _process
 from ._driver import INIT_COMMAND as INIT_COMMAND
 from ._driver import Connection as Connection
-from ._driver import _checkin, _discard, _reusable
+from ._driver import _checkin, _discard, _reusable, in_transaction, load_aiomysql
 from ._driver import _mysql_creator as _mysql_creator
 from ._driver import _sqlite_creator as _sqlite_creator
 from ._process import _databases as _databases
@@ -92,7 +92,14 @@ def create_engine(url: str | URL, *, engine_args: Mapping[str, Any] | None = Non
         ConfigurationError: the URL or an engine argument is not supported.
     """
     spec = parse_url(url)
-    return _create_engine(spec, _engine_kwargs(spec, engine_args or {}))
+    engine = _create_engine(spec, _engine_kwargs(spec, engine_args or {}))
+    _created.add(engine.sync_engine)
+    return engine
+
+
+#: The engines :func:`create_engine` made: their connections autocommit, and their pool returns
+#: a connection without a reset.
+_created: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def _create_engine(spec: ConnectionSpec, kwargs: Mapping[str, Any]) -> AsyncEngine:
@@ -124,6 +131,10 @@ class Database:
         self.backend: Backend = spec.backend
         self._engine_kwargs = dict(engine_kwargs or {})
         self._pinned_engine = engine
+        #: An engine the application configured itself (not by :func:`create_engine`): its
+        #: connections may be in a transaction after our statements, and its pool may reset
+        #: (roll back) a connection when it is returned, which needs a greenlet.
+        self._app_pool = engine is not None and engine.sync_engine not in _created
         self._pinned_loop: asyncio.AbstractEventLoop | None = None
         self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _WriteGroup] = (
             weakref.WeakKeyDictionary()
@@ -279,10 +290,30 @@ class _Checkout:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
-        if exc is None or _reusable(exc):
+        if self._db._app_pool:
+            await self._return_to_app_pool(exc)
+        elif exc is None or _reusable(exc):
             await _checkin(self._pool, self._fairy)
         else:
             await greenlet_spawn(_discard, self._pool, self._fairy, exc)
+
+    async def _return_to_app_pool(self, exc: BaseException | None) -> None:
+        """End what our statements left open on an application engine's connection (commit
+        after success, roll back after an error), then return it through the pool's own reset,
+        in a greenlet: the connection is then as the application's pool expects it."""
+        db, pool, fairy = self._db, self._pool, self._fairy
+        if exc is not None and not _reusable(exc):
+            await greenlet_spawn(_discard, pool, fairy, exc)
+            return
+        driver: Any = fairy.driver_connection
+        if in_transaction(driver, db.backend):
+            try:
+                async with asyncio.timeout(db.spec.read_timeout):
+                    await (driver.commit() if exc is None else driver.rollback())
+            except BaseException as end_exc:
+                await greenlet_spawn(_discard, pool, fairy, end_exc)
+                raise
+        await greenlet_spawn(fairy.close)
 
 
 def get_database(
@@ -313,6 +344,8 @@ def get_database(
                 f"engine uses {engine.url.drivername!r}; tidb-memory needs mysql+aiomysql "
                 "or sqlite+aiosqlite"
             )
+        if backend == "mysql":
+            load_aiomysql()  # our statements run on our cursor class, on any engine
         key = f"engine:{id(engine):x}"
         with _process._databases_lock:
             db = _databases.get(key)
