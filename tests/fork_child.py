@@ -10,14 +10,16 @@ children do (``os._exit``, ``sys.exit``, the end of the program with its at-exit
   runs in another thread. ``runner``: the async API through an ``asyncio.Runner`` left open
   between calls. ``in_loop``: forks from inside a running coroutine; a child that leaves by
   ``return`` finishes that coroutine, and ``asyncio.run`` then shuts the parent's loop down in it.
+* ``app_engine``: as ``loop_thread``, on the application's own ``create_async_engine(url)``,
+  which the child disposes of itself when done (the application owns it).
 * ``FORK``: ``os`` (``os.fork``) or ``mp`` (``multiprocessing`` with the fork start method).
 * ``EXIT``: ``os_exit``, ``sys_exit`` or ``return`` (the end of the program, or of the target).
 * ``CHILD``: ``work``: the child checks that every registry starts empty, appends through the
   sync and the async API at once, and closes. ``idle``: the child does nothing but exit, which
   leaves the inherited connections to the interpreter's shutdown.
 
- The parent waits for it (killing it after a bound), then times its
-own next call. One JSON line on stdout reports what happened.
+The parent waits for the child (killing it after a bound), then times its own next call. One
+JSON line on stdout reports what happened.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ from typing import Any
 
 import pymysql
 from langchain_core.messages import HumanMessage
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import tidb_memory
-from tidb_memory import TiDBChatMessageHistory, _bridge, _process
+from tidb_memory import AsyncTiDBChatMessageHistory, TiDBChatMessageHistory, _bridge, _process
 from tidb_memory.engine import parse_url
 
+#: The application's own engine, in the ``app_engine`` case.
+APP_ENGINE: AsyncEngine | None = None
 CHILD_BOUND = 30.0  # seconds a child may take before the parent calls it hung
 
 
@@ -80,18 +85,24 @@ def fresh_registries() -> bool:
     )
 
 
-def child_work(history: TiDBChatMessageHistory, exit_via: str, work: str) -> int:
+def child_work(history: AsyncTiDBChatMessageHistory, exit_via: str, work: str) -> int:
     """The child's use: the sync and the async API at once, then close. Returns an exit code."""
     fresh = fresh_registries()
     if work == "idle":
         return 0
 
     async def both() -> None:
+        if APP_ENGINE is not None:
+            # The application's engine belongs to the loop that uses it first: this one, where
+            # the application also disposes it.
+            await history.aget_messages()
         await asyncio.gather(
             asyncio.to_thread(history.add_messages, [HumanMessage("c-sync")]),
             history.aadd_messages([HumanMessage("c-async")]),
         )
         await tidb_memory.aclose_all()
+        if APP_ENGINE is not None:
+            await APP_ENGINE.dispose()  # the application's to close, in the child as anywhere
 
     asyncio.run(both())
     if exit_via != "return":
@@ -122,12 +133,12 @@ def wait_pid(pid: int) -> tuple[int | str, float]:
         time.sleep(0.01)
 
 
-def mp_target(history: TiDBChatMessageHistory, exit_via: str, work: str) -> None:
+def mp_target(history: AsyncTiDBChatMessageHistory, exit_via: str, work: str) -> None:
     leave(child_work(history, exit_via, work), exit_via)
 
 
 def fork_child(
-    history: TiDBChatMessageHistory, how: str, exit_via: str, work: str
+    history: AsyncTiDBChatMessageHistory, how: str, exit_via: str, work: str
 ) -> tuple[Any, float] | None:
     """Fork a child that runs :func:`child_work`. The parent gets (exit code, seconds); a child
     that leaves by the end of the program gets ``None``."""
@@ -153,14 +164,19 @@ def fork_child(
 def main() -> None:
     url, admin_url, table, use, how, exit_via, work = sys.argv[1:8]
     user = parse_url(url).url.username or ""
-    history = TiDBChatMessageHistory("s", url, table_name=table)
+    if use == "app_engine":
+        global APP_ENGINE
+        APP_ENGINE = create_async_engine(url.partition("?")[0])
+        history = AsyncTiDBChatMessageHistory("s", engine=APP_ENGINE, table_name=table)
+    else:
+        history = TiDBChatMessageHistory("s", url, table_name=table)
     report: dict[str, Any] = {"use": use, "fork": how, "exit": exit_via, "child": work}
 
     run: Callable[[Coroutine[Any, Any, Any]], Any]
     if use == "sync":
         history.add_messages([HumanMessage("p0")])
         run = asyncio.run  # unused: the parent's next call is sync too
-    elif use == "loop_thread":
+    elif use in ("loop_thread", "app_engine"):
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, daemon=True).start()
 

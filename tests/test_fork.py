@@ -75,10 +75,14 @@ def check(report: dict[str, Any], child: str) -> None:
 CASES = [
     *[
         ("os", use, exit_via)
-        for use in ("sync", "loop_thread", "runner", "in_loop")
+        for use in ("sync", "loop_thread", "runner", "in_loop", "app_engine")
         for exit_via in ("os_exit", "sys_exit", "return")
     ],
-    *[("mp", use, exit_via) for use in ("sync", "in_loop") for exit_via in ("sys_exit", "return")],
+    *[
+        ("mp", use, exit_via)
+        for use in ("sync", "in_loop", "app_engine")
+        for exit_via in ("sys_exit", "return")
+    ],
 ]
 
 
@@ -94,7 +98,7 @@ def test_child_uses_both_apis_and_exits(
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("use", ["sync", "loop_thread", "runner", "in_loop"])
+@pytest.mark.parametrize("use", ["sync", "loop_thread", "runner", "in_loop", "app_engine"])
 def test_idle_child_leaves_the_parents_sockets_alone(mysql_user: str, use: str) -> None:
     """A child that only exits, leaving the inherited pools to interpreter shutdown, must not
     unregister the parent's sockets from the epoll set they share (the parent would wait out

@@ -136,6 +136,7 @@ class Database:
         #: (roll back) a connection when it is returned, which needs a greenlet.
         self._app_pool = engine is not None and engine.sync_engine not in _created
         self._pinned_loop: asyncio.AbstractEventLoop | None = None
+        self._pin_lock = threading.Lock()
         self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _WriteGroup] = (
             weakref.WeakKeyDictionary()
         )
@@ -155,6 +156,7 @@ class Database:
         if self._pinned_engine is not None:
             inherited += [self._pinned_loop, self._pinned_engine.sync_engine.pool]
             self._pinned_loop = None
+            self._pin_lock = threading.Lock()
             self._pinned_engine.sync_engine.dispose(close=False)
         return inherited
 
@@ -222,7 +224,14 @@ class Database:
             return await fn(*args)
         loop = asyncio.get_running_loop()
         target = self._pinned_loop
-        if target is None or target is loop:
+        if target is None:
+            # Pin now, not at the first checkout: two first calls from two loops at once would
+            # otherwise both run on their own loop and mix loops in one pool.
+            with self._pin_lock:
+                if self._pinned_loop is None:
+                    self._pinned_loop = loop
+                target = self._pinned_loop
+        if target is loop:
             return await fn(*args)
         if target.is_closed() or not target.is_running():
             raise ConfigurationError(
