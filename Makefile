@@ -23,7 +23,7 @@ STAMP_BENCH := $(call stamp,$(EXTRAS)$(comma)bench)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install install-bench demo test lint types fmt bench clean FORCE
+.PHONY: help venv install install-bench langchain-core-tests demo test test-lowest lint types fmt bench clean FORCE
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' \
@@ -55,6 +55,23 @@ $(VENV)/.stamp-install-%: pyproject.toml $(VENV)/pyvenv.cfg
 	@$(PIP) install --quiet -e '.[$(subst -,$(comma),$*)]'
 	@touch $@
 
+# langchain-core's own RunnableWithMessageHistory tests (tests/test_blocking.py runs them on our
+# class): its sdist ships its tests; fetch the one matching the installed version, once.
+LC_CORE_TESTS := $(VENV)/langchain-core-tests
+
+langchain-core-tests: $(LC_CORE_TESTS)/.stamp ## Fetch langchain-core's test suite (sdist)
+
+$(LC_CORE_TESTS)/.stamp: $(STAMP_TEST)
+	@set -e; \
+	version=$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("langchain-core"))'); \
+	echo "==> langchain-core $$version tests into $(LC_CORE_TESTS)"; \
+	rm -rf $(LC_CORE_TESTS); mkdir -p $(LC_CORE_TESTS)/sdist; \
+	$(PIP) download --quiet --no-deps --no-binary :all: -d $(LC_CORE_TESTS)/sdist "langchain-core==$$version"; \
+	tar -xzf $(LC_CORE_TESTS)/sdist/*.tar.gz -C $(LC_CORE_TESTS) --strip-components=1 \
+		--wildcards '*/tests/*' '*/pyproject.toml'; \
+	rm -rf $(LC_CORE_TESTS)/sdist; \
+	touch $@
+
 # --- running -----------------------------------------------------------------
 
 demo: install ## Run the CLI demo (SQLite unless TIDB_DATABASE_URL is set)
@@ -62,7 +79,7 @@ demo: install ## Run the CLI demo (SQLite unless TIDB_DATABASE_URL is set)
 
 # One shell so TIDB_MEMORY_TEST_URL reaches pytest; `set -e` makes any step fail
 # the target. ensure-mysql.sh fails loudly rather than letting DB tests skip.
-test: install ## Lint, format check, mypy --strict, then pytest against MySQL
+test: install langchain-core-tests ## Lint, format check, mypy --strict, then pytest against MySQL
 	@set -e; \
 	url=$$(PROBE_PYTHON=$(BIN)/python bash scripts/ensure-mysql.sh); \
 	export TIDB_MEMORY_TEST_URL="$$url"; \
@@ -70,6 +87,33 @@ test: install ## Lint, format check, mypy --strict, then pytest against MySQL
 	echo "==> ruff format --check"; $(BIN)/ruff format --check .; \
 	echo "==> mypy --strict tidb_memory"; $(BIN)/mypy --strict tidb_memory; \
 	echo "==> pytest (TIDB_MEMORY_TEST_URL set)"; $(BIN)/pytest $(PYTEST_ARGS)
+
+# The same suite on the LOWEST version of every dependency pyproject.toml allows (its own
+# venv; scripts/lowest_pins.py turns each `>=X` into `==X`), so the lower bounds stay true.
+# Test tools resolve freely. Reinstalls when pyproject.toml or the script changes.
+LOWEST_VENV  ?= .venv-lowest
+LOWEST_BIN   := $(LOWEST_VENV)/bin
+STAMP_LOWEST := $(LOWEST_VENV)/.stamp-install-lowest-$(subst $(comma),-,$(EXTRAS))
+
+$(STAMP_LOWEST): pyproject.toml scripts/lowest_pins.py
+	@if ! $(LOWEST_BIN)/python -c 'import pip' >/dev/null 2>&1; then \
+		echo "==> creating $(LOWEST_VENV) with $(PYTHON)"; \
+		rm -rf $(LOWEST_VENV) && \
+		$(PYTHON) -m venv $(LOWEST_VENV) && \
+		$(LOWEST_BIN)/python -m pip install --quiet --upgrade pip && \
+		echo '*' > $(LOWEST_VENV)/.gitignore; \
+	fi
+	@$(PYTHON) scripts/lowest_pins.py > $(LOWEST_VENV)/constraints.txt
+	@echo "==> pip install -e '.[$(EXTRAS)]' -c $(LOWEST_VENV)/constraints.txt"
+	@$(LOWEST_BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' -c $(LOWEST_VENV)/constraints.txt
+	@touch $@
+
+test-lowest: $(STAMP_LOWEST) ## pytest on the lowest dependency versions pyproject allows
+	@set -e; \
+	url=$$(PROBE_PYTHON=$(LOWEST_BIN)/python bash scripts/ensure-mysql.sh); \
+	export TIDB_MEMORY_TEST_URL="$$url"; \
+	echo "==> installed lowest versions"; $(LOWEST_BIN)/python scripts/lowest_pins.py --check; \
+	echo "==> pytest on the lowest versions"; $(LOWEST_BIN)/pytest $(PYTEST_ARGS)
 
 lint: install ## ruff check + ruff format --check
 	$(BIN)/ruff check .
@@ -88,7 +132,7 @@ bench: install-bench ## Run benchmarks/turns.py
 	$(BIN)/python benchmarks/turns.py
 
 clean: ## Remove .venv, caches and build output
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(LOWEST_VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
 	find . -path ./.git -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 FORCE:

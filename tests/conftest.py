@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sqlite3
 import threading
@@ -27,6 +28,7 @@ from typing import Any
 
 import pymysql
 import pytest
+from blockbuster import blockbuster_ctx
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -258,6 +260,26 @@ def table(backend: Target) -> str:
 def _close_pools() -> Iterator[None]:
     yield
     tidb_memory.close_all()
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_calls(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Async tests run under blockbuster, as langchain-core's do: a blocking call (file, socket,
+    sqlite3, sleep, lock wait) made on a running event loop with tidb_memory on the stack fails
+    the test. Only the sync doors may block, and only their caller's thread."""
+    if not inspect.iscoroutinefunction(request.function):
+        yield
+        return
+    with blockbuster_ctx("tidb_memory") as bb:
+        for function in bb.functions.values():
+            # A sync door called on a running loop (a notebook cell) blocks that thread by
+            # design while the bridge runs the call; create_engine() is a sync factory the
+            # application calls at startup, as SQLAlchemy's create_async_engine it wraps.
+            function.can_block_in("tidb_memory/_bridge.py", {"call", "call_on"})
+            function.can_block_in("tidb_memory/engine.py", "create_engine")
+            # pycryptodome loads its C library on first use (LangGraph's EncryptedSerializer).
+            function.can_block_in("Crypto/Util/_raw_api.py", "load_pycryptodome_raw_lib")
+        yield
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ children do (``os._exit``, ``sys.exit``, the end of the program with its at-exit
 * ``USE``: how the parent used tidb-memory before forking. ``sync``: the sync API (the bridge's
   loop, running in its thread, holds the pool). ``loop_thread``: the async API on a loop that
   runs in another thread. ``runner``: the async API through an ``asyncio.Runner`` left open
-  between calls. ``in_loop``: forks from inside a running coroutine; a child that leaves by
-  ``return`` finishes that coroutine, and ``asyncio.run`` then shuts the parent's loop down in it.
+  between calls. ``in_loop``: forks from inside a running coroutine (a child that did not
+  leave by ``os._exit`` would finish that coroutine and run the parent's loop's shutdown).
 * ``app_engine``: as ``loop_thread``, on the application's own ``create_async_engine(url)``,
   which the child disposes of itself when done (the application owns it).
 * ``FORK``: ``os`` (``os.fork``) or ``mp`` (``multiprocessing`` with the fork start method).

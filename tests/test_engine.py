@@ -17,6 +17,7 @@ import tidb_memory
 from tidb_memory import (
     AsyncTiDBChatMessageHistory,
     ConfigurationError,
+    RetryPolicy,
     TiDBChatMessageHistory,
     create_engine,
 )
@@ -107,8 +108,7 @@ def test_url_objects_are_accepted() -> None:
         "postgresql://u:p@h/db",
         "mysql+mysqldb://u:p@h/db",
         "mysql+asyncmy://u:p@h/db",
-        "sqlite:///x.db",
-        "sqlite+pysqlite:///x.db",
+        "sqlite+pysqlcipher:///x.db",
         "tidb://u:p@h/db",
         "not a url at all",
         "",
@@ -133,8 +133,6 @@ def test_unsupported_scheme_is_refused_at_construction(url: str) -> None:
         "connect_timeout=0",
         "connect_timeout=-1",
         "ssl_verify_cert=maybe",
-        "ssl_ca=/definitely/not/here.pem",
-        "ssl_capath=/definitely/not/here",
         "ssl=false&ssl_ca=/etc/hosts",
         "connect_timeout=1&connect_timeout=2",
     ],
@@ -145,6 +143,21 @@ def test_unsupported_or_bad_parameters_are_refused(query: str) -> None:
         AsyncTiDBChatMessageHistory("s", url)
     assert SENTINEL_PASSWORD not in str(info.value)
     assert SENTINEL_PASSWORD not in repr(info.value)
+
+
+@pytest.mark.parametrize(
+    "query", ["ssl_ca=/definitely/not/here.pem", "ssl_capath=/definitely/not/here"]
+)
+async def test_missing_tls_files_are_refused_on_first_use_without_connecting(query: str) -> None:
+    # Construction reads no file (it may run on an event loop); the engine build does, off the
+    # loop, and refuses at once: a ConfigurationError, never a retried connection error.
+    url = f"mysql+pymysql://u:{SENTINEL_PASSWORD}@127.0.0.1:1/app?{query}"
+    history = AsyncTiDBChatMessageHistory("s", url, retry=RetryPolicy(attempts=3))
+    with pytest.raises(ConfigurationError, match="cannot load CA certificates") as info:
+        await history.aget_messages()
+    assert SENTINEL_PASSWORD not in str(info.value) and "/definitely/not/here" in str(info.value)
+    with pytest.raises(ConfigurationError, match="cannot load CA certificates"):
+        create_engine(url)  # the application's own engine: at once
 
 
 def test_sqlite_takes_no_parameters() -> None:
@@ -229,7 +242,7 @@ async def test_the_driver_gets_the_verifying_context(
     assert seen["autocommit"] is True
     assert seen["charset"] == "utf8mb4"
     assert seen["init_command"] == INIT_COMMAND
-    assert "READ COMMITTED" in INIT_COMMAND
+    assert "= 'READ-COMMITTED'" in INIT_COMMAND
     assert seen["local_infile"] is False
     assert seen["connect_timeout"] == DEFAULT_CONNECT_TIMEOUT
     assert seen["closed"] is True  # the half-open connection is closed on failure
@@ -361,7 +374,6 @@ def test_configuration_errors_never_show_the_password() -> None:
     for url in [
         f"postgresql://u:{SENTINEL_PASSWORD}@h/db",
         f"mysql://u:{SENTINEL_PASSWORD}@h/db?nope=1",
-        f"mysql://u:{SENTINEL_PASSWORD}@h/db?ssl_ca=/no/such/file",
     ]:
         with pytest.raises(ConfigurationError) as info:
             AsyncTiDBChatMessageHistory("s", url)

@@ -7,6 +7,7 @@ Runs on the shared MariaDB and on the SQLite mirror.
 from __future__ import annotations
 
 import asyncio
+import enum
 import math
 import os
 import uuid
@@ -382,5 +383,62 @@ def test_deep_nesting_is_refused_or_round_trips(backend: Backend) -> None:
                 assert await history.aget_messages() == before
             else:
                 assert await history.aget_messages() == [*before, *batch]
+
+    backend.run(go())
+
+
+class MyInt(int):
+    pass
+
+
+def has_surrogate(text: str) -> bool:
+    return any(0xD800 <= ord(char) <= 0xDFFF for char in text)
+
+
+#: Any code point, lone surrogates included.
+any_text = st.text(st.characters(blacklist_categories=()), max_size=6)
+count = st.one_of(
+    st.integers(-3, 10_002),
+    st.floats(allow_nan=True),
+    st.text(max_size=3),
+    st.booleans(),
+    st.none(),
+    st.sampled_from([enum.IntEnum("Size", {"TWO": 2}).TWO, MyInt(3), 10_000, 10_001]),
+)
+
+
+@FUZZ
+@given(limit=count)
+def test_counts_of_every_shape(backend: Backend, limit: Any) -> None:
+    async def go() -> None:
+        history = backend.history("counts-" + uuid.uuid4().hex)
+        await history.aadd_messages([HumanMessage(str(i)) for i in range(3)])
+        try:
+            records = await history.aget_records(limit=limit)
+        except TiDBMemoryError as exc:
+            assert isinstance(exc, InvalidInputError), repr(exc)
+            assert isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000
+            return
+        assert isinstance(limit, int) and not isinstance(limit, bool)
+        assert [r.message.content for r in records] == ["0", "1", "2"][-limit:]
+
+    backend.run(go())
+
+
+@FUZZ
+@given(title=st.one_of(st.none(), any_text), metadata=st.dictionaries(any_text, any_text))
+def test_session_info_of_every_shape(backend: Backend, title: Any, metadata: Any) -> None:
+    async def go() -> None:
+        history = backend.history("info-" + uuid.uuid4().hex)
+        try:
+            await history.aset_session_info(title=title, metadata=metadata)
+        except TiDBMemoryError as exc:
+            assert isinstance(exc, InvalidInputError), repr(exc)
+            # Only a lone surrogate is refused among these.
+            assert any(map(has_surrogate, [title or "", *metadata, *metadata.values()]))
+            assert (await history.aget_session_info()).title is None  # nothing was written
+            return
+        info = await history.aget_session_info()
+        assert (info.title, info.metadata) == (title, metadata)
 
     backend.run(go())

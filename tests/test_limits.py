@@ -22,6 +22,8 @@ from tidb_memory import (
     MessageTooLargeError,
     RetryPolicy,
 )
+from tidb_memory._driver import INIT_COMMAND
+from tidb_memory._retry import error_code
 from tidb_memory.codec import encode
 
 MYSQL_URL = os.environ.get("TIDB_MEMORY_TEST_URL", "mysql+aiomysql://root@127.0.0.1:3306/test")
@@ -145,3 +147,86 @@ async def test_three_six_mb_messages_exceed_the_shared_servers_packet(closing: N
     finally:
         async with history.store.db.connection() as conn:
             await conn.execute(f"DROP TABLE IF EXISTS `{table}`", ())
+
+
+async def test_a_connection_the_server_closed_after_1153_is_discarded(
+    small_packet_server: ThrowawayMariaDB, closing: None
+) -> None:
+    """Error 1153 (packet over max_allowed_packet) is a complete error reply, but the server
+    closes the connection after it: the connection must not go back to the pool."""
+    server = small_packet_server
+    table = "p1153_" + uuid.uuid4().hex[:8]
+    history = AsyncTiDBChatMessageHistory(
+        "p1153",
+        server.url,
+        table_name=table,
+        retry=RetryPolicy(attempts=1),  # a reused dead connection would fail the next call
+        engine_args={"pool_size": 1, "max_overflow": 0},
+    )
+    await history.aadd_messages([HumanMessage("before")])
+    db = history.store.db
+    for _ in range(3):
+        with pytest.raises(Exception) as info:
+            async with db.connection() as conn:  # past the library's own packet check
+                await conn.fetchall("SELECT %s", ["x" * (MiB + 1024)])
+        assert error_code(info.value) == 1153, info.value
+        # The next call on the same one-connection pool succeeds at once.
+        assert [m.content for m in await history.aget_messages()] == ["before"]
+
+
+# --- strict sql_mode ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lax_server() -> Iterator[ThrowawayMariaDB]:
+    """A server whose default sql_mode lets values be truncated, clamped and replaced."""
+    with ThrowawayMariaDB(extra_args=["--sql-mode="]) as server:
+        assert server.sync_query("SELECT @@GLOBAL.sql_mode")[0][0] == ""
+        yield server
+
+
+async def test_sessions_are_strict_on_a_lax_server(
+    lax_server: ThrowawayMariaDB, closing: None
+) -> None:
+    table = "lax_" + uuid.uuid4().hex[:8]
+    history = AsyncTiDBChatMessageHistory("lax", lax_server.url, table_name=table)
+    await history.aadd_messages([HumanMessage("x")])
+    async with history.store.db.connection() as conn:
+        mode, isolation = (
+            await conn.fetchall("SELECT @@SESSION.sql_mode, @@SESSION.tx_isolation", ())
+        )[0]
+        assert "STRICT_TRANS_TABLES" in mode.split(",")
+        assert isolation == "READ-COMMITTED"
+        scratch = "lax_values_" + uuid.uuid4().hex[:8]
+        await conn.execute(f"CREATE TABLE `{scratch}` (v VARCHAR(3), n TINYINT) ENGINE=InnoDB", ())
+        try:
+            for row, code in ((("abcdef", 1), 1406), (("abc", 1000), 1264), (("abc", "x"), 1366)):
+                with pytest.raises(Exception) as info:
+                    await conn.execute(f"INSERT INTO `{scratch}` VALUES (%s, %s)", row)
+                assert error_code(info.value) == code, info.value
+            assert await conn.fetchall(f"SELECT COUNT(*) FROM `{scratch}`", ()) == [(0,)]
+        finally:
+            await conn.execute(f"DROP TABLE `{scratch}`", ())
+    # The server's own modes are kept beside it.
+    keep = "NO_ENGINE_SUBSTITUTION"
+    lax_server.sync_query(f"SET GLOBAL sql_mode = '{keep}'")
+    try:
+        # Another pool (other engine_args), so its connections are new ones.
+        other = AsyncTiDBChatMessageHistory("lax", lax_server.url, engine_args={"pool_size": 2})
+        async with other.store.db.connection() as conn:
+            mode = (await conn.fetchall("SELECT @@SESSION.sql_mode", ()))[0][0]
+        assert set(mode.split(",")) == {keep, "STRICT_TRANS_TABLES"}
+    finally:
+        lax_server.sync_query("SET GLOBAL sql_mode = ''")
+
+
+def test_the_init_command_picks_each_servers_isolation_variable() -> None:
+    # One statement, so no extra round trip per connection. MariaDB runs /*M! ... */ and skips
+    # /*!50720 ... */; MySQL (5.7.20+) runs the latter and skips the former; TiDB runs every
+    # /*! ... */ whatever its version and treats /*M! ... */ as a comment.
+    assert INIT_COMMAND.count(";") == 0
+    assert INIT_COMMAND.startswith("SET SESSION sql_mode = ")
+    assert "'STRICT_TRANS_TABLES'" in INIT_COMMAND
+    assert "SESSION /*M! tx_isolation */ /*!50720 transaction_isolation */ = 'READ-COMMITTED'" in (
+        INIT_COMMAND
+    )

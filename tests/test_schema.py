@@ -285,3 +285,44 @@ async def test_mariadb_table_is_utf8mb4_bin(mysql: Target) -> None:
         (table,),
     )[0]
     assert collation == "utf8mb4_bin"
+
+
+# --- a table dropped under a running process -------------------------------------------------
+
+
+async def test_a_dropped_table_is_set_up_again_on_the_next_call(
+    backend: Target, table: str
+) -> None:
+    history = AsyncTiDBChatMessageHistory("dropped", backend.url, table_name=table)
+    await history.aadd_messages([HumanMessage("before")])
+    backend.execute(f"DROP TABLE {backend.q(table)}")
+    # Setup ran once in this process; the next call finds error 1146 / "no such table",
+    # forgets that mark, sets the table up again and retries once.
+    await history.aadd_messages([HumanMessage("after")])
+    assert [m.content for m in await history.aget_messages()] == ["after"]
+    assert backend.count(table, "dropped") == 1
+    backend.execute(f"DROP TABLE {backend.q(table)}")
+    assert await history.aget_messages() == []  # a read too
+    if backend.name == "sqlite":  # the shared server's sessions table is everyone's
+        backend.execute(f"DROP TABLE {backend.q('tidb_memory_sessions')}")
+        await history.aset_session_info(title="t")  # the sessions table too
+        assert (await history.aget_session_info()).title == "t"
+
+
+async def test_a_dropped_table_without_create_table_names_create_tables(
+    backend: Target, table: str
+) -> None:
+    await AsyncTiDBChatMessageHistory("s", backend.url, table_name=table).acreate_tables()
+    history = AsyncTiDBChatMessageHistory(
+        "dropped", backend.url, table_name=table, create_table=False
+    )
+    await history.aadd_messages([HumanMessage("before")])
+    backend.execute(f"DROP TABLE {backend.q(table)}")
+    for _ in range(2):  # the same answer each time: never a half-set-up table
+        with pytest.raises(SchemaError, match="create_tables") as info:
+            await history.aadd_messages([HumanMessage("after")])
+        assert table in str(info.value)
+        assert not backend.table_exists(table)
+    await history.acreate_tables()
+    await history.aadd_messages([HumanMessage("after")])
+    assert [m.content for m in await history.aget_messages()] == ["after"]

@@ -12,6 +12,7 @@ import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +20,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 import tidb_memory
+import tidb_memory.cli
 from tests.infra import CertBundle, ThrowawayMariaDB, generate_certs
 from tidb_memory import (
     AsyncTiDBChatMessageHistory,
@@ -36,6 +38,7 @@ from tidb_memory import (
     TiDBMemoryError,
     create_engine,
 )
+from tidb_memory._process import _databases
 from tidb_memory.engine import get_database, parse_url
 
 pytestmark = pytest.mark.timeout(120)
@@ -372,3 +375,61 @@ def test_the_scan_sees_a_leak_in_a_cause_chain() -> None:
     except RuntimeError as outer:
         caught = outer
     assert leaks(rendered(caught)) == [quote(SPECIAL, safe="")]
+
+
+# --- a password with an unencoded "@" -------------------------------------------------------
+
+AT_PASSWORD = "Head@Tail-S3ntinel"
+#: What SQLAlchemy alone takes for the host's first label (``Tail-S3ntinel@127.0.0.1``).
+TAIL = "Tail-S3ntinel"
+
+
+def test_a_password_with_an_unencoded_at_is_read_whole(
+    servers: Servers, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = servers.plain
+    server.sync_query("CREATE USER IF NOT EXISTS 'atuser'@'%%' IDENTIFIED BY %s", (AT_PASSWORD,))
+    server.sync_query("GRANT ALL ON test.* TO 'atuser'@'%'")
+    raw = f"mysql+pymysql://atuser:{AT_PASSWORD}@127.0.0.1:{server.port}/test"
+    spec = parse_url(raw)
+    assert (spec.url.password, spec.url.host, spec.url.port) == (
+        AT_PASSWORD,
+        "127.0.0.1",
+        server.port,
+    )
+    history = TiDBChatMessageHistory("at-" + uuid.uuid4().hex[:8], raw)
+    texts: list[str] = []
+    try:
+        history.add_user_message("hi")  # it connects: the whole password reached the server
+        assert [m.content for m in history.messages] == ["hi"]
+        db = history.store.db
+        texts += [repr(history), repr(db), db.spec.display, repr(db.spec), repr(db.spec.url)]
+        # The registry holds a digest of the URL, not the URL.
+        assert all(AT_PASSWORD not in key and TAIL not in key for key in _databases)
+        assert db.key in _databases and len(db.key) == 64
+        wrong = TiDBChatMessageHistory("s", raw.replace("Tail", "Wrong-Tail"))
+        wrong.store.retry = QUICK
+        with pytest.raises(ConnectError) as info:
+            wrong.clear()
+        texts.append(rendered(info.value))
+        wrong.close()
+        assert tidb_memory.cli.main(["doctor", "--url", raw]) == 0
+        captured = capsys.readouterr()
+        texts += [captured.out, captured.err]
+        assert f"atuser:***@127.0.0.1:{server.port}/test" in captured.out
+    finally:
+        history.close()
+    texts += [r.getMessage() + repr(r.args) + (r.exc_text or "") for r in caplog.records]
+    for text in texts:
+        assert TAIL not in text, text
+
+
+def test_an_at_in_a_parameter_value_is_not_taken_for_credentials(tmp_path: Path) -> None:
+    ca = tmp_path / "certs@2" / "ca.pem"
+    ca.parent.mkdir()
+    ca.write_text("not read while parsing")
+    spec = parse_url(f"mysql://u:pw@h:4000/db?ssl_ca={ca}&ssl_verify_cert=true")
+    assert (spec.url.username, spec.url.password, spec.url.host) == ("u", "pw", "h")
+    assert spec.tls is not None and spec.tls.ca == str(ca)
+    odd = parse_url("mysql://u:p@s:s/x?y@host:4000/db")  # every separator, unencoded
+    assert (odd.url.password, odd.url.host, odd.url.port) == ("p@s:s/x?y", "host", 4000)

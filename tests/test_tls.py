@@ -38,8 +38,10 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 import tidb_memory
 from tests.infra import CertBundle, ThrowawayMariaDB, generate_certs
+from tests.infra.fake_mysql import FakeMySQLServer
 from tidb_memory import (
     AsyncTiDBChatMessageHistory,
+    ConfigurationError,
     ConnectError,
     InsecureTransportError,
     RetriesExhaustedError,
@@ -47,6 +49,8 @@ from tidb_memory import (
 )
 
 pytestmark = pytest.mark.timeout(120)
+
+PASSWORD = "pw-never-shown"
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,9 @@ async def test_plaintext_server_is_refused_when_tls_was_asked_for(
     )
     with pytest.raises(InsecureTransportError) as info:
         await history.aadd_messages([HumanMessage("must not travel in plaintext")])
-    assert "Ssl_cipher is empty" in str(info.value)
+    assert "did not offer TLS" in str(info.value)
+    assert "before any credential was sent" in str(info.value)
+    assert info.value.attempts == 1
     report(f"127.0.0.1 plain {query_fmt}", f"InsecureTransportError: {info.value}", capsys)
     # Nothing was written: the refusal came before any statement of ours.
     rows = servers.plain.sync_query(
@@ -278,3 +284,156 @@ async def test_aclose_waits_for_the_tls_close_handshake(servers: Servers, closin
     for transport in transports:
         sock = transport.get_extra_info("socket")
         assert sock is None or sock.fileno() == -1, transport
+
+
+async def test_trailing_dot_host_is_verified_as_the_name_without_it(
+    servers: Servers, closing: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``localhost.`` is the same DNS name as ``localhost``, but a certificate names the latter.
+
+    Python's hostname check would refuse ``localhost.`` (and this machine's resolver does not
+    know it), so the library connects to, and verifies, the name without the dot.
+    """
+    query = f"ssl_ca={ca(servers.certs.ca_cert)}&ssl_verify_cert=true&ssl_verify_identity=true"
+    cipher = await cipher_through_library(url(servers.both, "localhost.", query))
+    assert cipher
+    report("localhost. both verified", f"TLS, Ssl_cipher={cipher}", capsys)
+
+
+async def test_client_certificate_and_key_are_presented(servers: Servers, closing: None) -> None:
+    certs = servers.certs
+    query = (
+        f"ssl_ca={ca(certs.ca_cert)}&ssl_cert={ca(certs.client_cert)}"
+        f"&ssl_key={ca(certs.client_key)}"
+    )
+    history = AsyncTiDBChatMessageHistory(
+        "tls-client-cert", url(servers.both, "127.0.0.1", query), table_name="tls"
+    )
+    async with history.store.db.connection() as conn:
+        rows = await conn.fetchall("SHOW STATUS LIKE 'Ssl_cipher'", ())
+        assert rows[0][1]
+        ssl_object = conn.driver._writer.transport.get_extra_info("ssl_object")
+        assert ssl_object is not None and ssl_object.version() is not None
+
+
+# --- TLS files that cannot be used: a ConfigurationError before any I/O ---------------------
+
+
+@dataclass(frozen=True)
+class BadFiles:
+    not_pem: Path
+    encrypted_key: Path
+    cert_without_key: Path
+    certs: CertBundle
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> BadFiles:
+    from cryptography.hazmat.primitives import serialization
+
+    directory = tmp_path_factory.mktemp("tls-bad")
+    certs = generate_certs(directory / "certs")
+    not_pem = directory / "not-a-pem.txt"
+    not_pem.write_text("this is not a certificate\n")
+    key = serialization.load_pem_private_key(certs.client_key.read_bytes(), password=None)
+    encrypted = directory / "encrypted-key.pem"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    return BadFiles(not_pem, encrypted, certs.client_cert, certs)
+
+
+BAD_TLS_FILES = {
+    # case: (query built from BadFiles, the parameter the message must name, a phrase)
+    "ca-not-pem": ("ssl_ca={not_pem}", "ssl_ca", "not-a-pem.txt"),
+    "ca-is-a-key": ("ssl_ca={client_key}", "ssl_ca", "client-key.pem"),
+    "cert-not-pem": ("ssl_cert={not_pem}&ssl_key={client_key}", "ssl_cert", "not-a-pem.txt"),
+    "key-not-pem": ("ssl_cert={client_cert}&ssl_key={not_pem}", "ssl_key", "not-a-pem.txt"),
+    "key-does-not-match": (
+        "ssl_cert={client_cert}&ssl_key={server_key}",
+        "ssl_key",
+        "does not match",
+    ),
+    "key-encrypted": ("ssl_cert={client_cert}&ssl_key={encrypted_key}", "ssl_key", "encrypted"),
+    "key-without-cert": ("ssl_ca={ca_cert}&ssl_key={client_key}", "ssl_key", "ssl_cert"),
+    "cert-without-key": ("ssl_cert={client_cert}", "ssl_cert", "ssl_key"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TLS_FILES))
+async def test_tls_file_that_cannot_be_used_is_a_configuration_error_before_io(
+    case: str, bad_files: BadFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Construction reads no file (it may run on an event loop); the first call loads them in a
+    worker thread and refuses a bad one before dialling. ``create_engine`` loads them at once.
+    A missing ``ssl_cert`` is known from the URL alone: refused at construction."""
+    query_fmt, parameter, phrase = BAD_TLS_FILES[case]
+    paths = {
+        "not_pem": bad_files.not_pem,
+        "encrypted_key": bad_files.encrypted_key,
+        "client_cert": bad_files.certs.client_cert,
+        "client_key": bad_files.certs.client_key,
+        "server_key": bad_files.certs.server_key,
+        "ca_cert": bad_files.certs.ca_cert,
+    }
+    query = query_fmt.format(**{name: ca(path) for name, path in paths.items()})
+    at_construction = case == "key-without-cert"
+
+    async def first_call() -> None:
+        history = AsyncTiDBChatMessageHistory("s", connection_string, table_name="tls")
+        await history.aget_messages()
+
+    with FakeMySQLServer() as fake:
+        connection_string = f"mysql+aiomysql://u:{PASSWORD}@127.0.0.1:{fake.port}/test?{query}"
+        with pytest.raises(ConfigurationError) as info:
+            if at_construction:
+                AsyncTiDBChatMessageHistory("s", connection_string, table_name="tls")
+            else:
+                await first_call()
+        with pytest.raises(ConfigurationError) as engine_info:
+            tidb_memory.create_engine(connection_string)
+        for error in (info.value, engine_info.value):
+            message = str(error)
+            assert parameter in message and phrase in message, message
+            assert "Is the server running" not in message and PASSWORD not in message
+        assert fake.accepted == 0  # refused before connecting: nothing was even dialled
+    report(f"bad TLS file: {case}", f"ConfigurationError: {message}", capsys)
+
+
+# --- TiDB Cloud hosts ---------------------------------------------------------------------
+
+CLOUD = "gateway01.us-east-1.prod.aws.tidbcloud.com"
+
+
+@pytest.mark.parametrize(
+    "host", [CLOUD, CLOUD + ".", CLOUD.upper(), "x.TiDBCloud.com."], ids=str.lower
+)
+def test_tidb_cloud_host_always_gets_verified_tls(host: str) -> None:
+    db = tidb_memory.engine.get_database(f"mysql+pymysql://u:pw@{host}:4000/test")
+    spec = db.spec
+    assert spec.tidb_cloud and spec.tls is not None
+    context = spec.tls.context()
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    assert spec.url.host == host.rstrip(".")  # the name the certificate is checked against
+
+
+@pytest.mark.parametrize(
+    "query", ["ssl=false", "ssl_verify_cert=false", "ssl_verify_identity=false"]
+)
+@pytest.mark.parametrize("host", [CLOUD, CLOUD + "."], ids=["name", "trailing-dot"])
+def test_tidb_cloud_host_refuses_weaker_tls(host: str, query: str) -> None:
+    """TiDB Cloud serves certificates that verify against the system CA store, for its host
+    names: a URL that turns TLS or its checks off is a mistake, refused at construction."""
+    with pytest.raises(ConfigurationError) as info:
+        TiDBChatMessageHistory("s", f"mysql+pymysql://u:pw@{host}:4000/test?{query}")
+    assert "TiDB Cloud" in str(info.value) and query.split("=")[0] in str(info.value)
+
+
+def test_not_a_tidb_cloud_host() -> None:
+    for host in ("tidbcloud.com.example.org", "nottidbcloud.com", "tidbcloud.com"):
+        spec = tidb_memory.engine.get_database(f"mysql://u@{host}:4000/test").spec
+        assert not spec.tidb_cloud and spec.tls is None, host

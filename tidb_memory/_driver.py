@@ -6,10 +6,20 @@ was written against and the reason:
 
 * aiomysql ``Cursor._show_warnings`` (0.2-0.3), overridden: no ``SHOW WARNINGS`` round trip.
 * aiomysql ``Connection._connect()`` (0.2-0.3): the handshake, bounded as a whole.
+* aiomysql ``Connection._request_authentication()``, ``write_packet()``, ``server_capabilities``
+  and ``_ssl_context`` (0.2-0.3), overridden and read: the TLS downgrade guard. aiomysql reads
+  the greeting, then in ``_request_authentication`` upgrades to TLS (only if the server offers
+  it) and writes the credentials, every packet through ``write_packet``; the guard checks each
+  packet there against the socket (``_tls.check_handshake_packet``).
 * aiomysql ``Connection._writer`` (0.2-0.3): the TLS transport, to wait for its close handshake.
 * aiomysql ``Cursor(conn, False)`` and ``Cursor._rows`` (0.2-0.3): a cursor without the
   future ``Connection.cursor()`` wraps it in, and its rows without a copy per call.
-* SQLAlchemy ``Pool._invalidate`` (2.0): a lost connection marks its whole generation stale.
+* SQLAlchemy ``Pool._invalidate`` (2.0-2.1): a lost connection marks its whole generation stale.
+* SQLAlchemy ``sqlalchemy.util.greenlet_spawn`` (2.0-2.1), undocumented: the pool's sync API
+  called from a coroutine.
+
+``tests/test_driver_reaches.py`` exercises each of them by name, on the newest and the lowest
+versions pyproject.toml allows (``make test``, ``make test-lowest``).
 """
 
 from __future__ import annotations
@@ -25,15 +35,31 @@ from sqlalchemy.util import greenlet_spawn
 
 from ._render import _render, _sqlite_params
 from ._retry import Verdict, classify, error_code
-from ._tls import SESSION_CHECK, check_session
+from ._tls import check_handshake_packet
 from ._url import Backend, ConnectionSpec
-from .errors import ConfigurationError, InsecureTransportError, TiDBMemoryError
+from .errors import ConfigurationError, TiDBMemoryError
 
 __all__ = ["INIT_COMMAND", "Connection"]
 
-#: MySQL and MariaDB take gap locks under REPEATABLE READ, which makes the ``MAX(seq)`` append
-#: deadlock against appends to *other* sessions. READ COMMITTED has none; TiDB has none either.
-INIT_COMMAND = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+#: Every connection's one setup statement (aiomysql sends it during the handshake).
+#:
+#: * Strict mode, added to the server's own modes: a server whose default is lax would truncate
+#:   a long value, clamp a number or store a bad value as zero, with only a warning, which
+#:   nobody reads (``Cursor._show_warnings`` below). Strict, it refuses them.
+#: * READ COMMITTED: MySQL and MariaDB take gap locks under REPEATABLE READ, which makes the
+#:   ``MAX(seq)`` append deadlock against appends to *other* sessions. TiDB takes none either.
+#:   ``SET TRANSACTION`` cannot share a statement, and the variable is ``tx_isolation`` on
+#:   MariaDB but ``transaction_isolation`` on MySQL 8: MariaDB runs only ``/*M! */``, MySQL only
+#:   ``/*!50720 */`` (MariaDB skips versions 50700-99999), TiDB every ``/*! */`` and no ``/*M! */``.
+INIT_COMMAND = (
+    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), "
+    "'STRICT_TRANS_TABLES'), "
+    "SESSION /*M! tx_isolation */ /*!50720 transaction_isolation */ = 'READ-COMMITTED'"
+)
+#: Errors the server sends and then closes the connection: a packet over max_allowed_packet
+#: (1153), a network read or write that failed or was interrupted (1158-1161), the connection
+#: killed (1927, MariaDB) or timed out while idle (4031, MySQL 8).
+_SERVER_CLOSES = frozenset({1153, 1158, 1159, 1160, 1161, 1927, 4031})
 #: pymysql.constants.CLIENT.MULTI_STATEMENTS, without importing the driver for SQLite users.
 _MULTI_STATEMENTS = 1 << 16
 
@@ -53,8 +79,8 @@ def load_aiomysql() -> None:
     class Cursor(aiomysql.Cursor):  # type: ignore[misc]
         async def _show_warnings(self, conn: Any) -> None:
             # aiomysql sends SHOW WARNINGS after any statement with a warning, which is one more
-            # round trip (and a Python warning) per call. Strict SQL mode, the default on TiDB,
-            # MySQL and MariaDB, already turns the warnings that matter into errors.
+            # round trip (and a Python warning) per call. Strict SQL mode, which INIT_COMMAND
+            # sets on every connection, turns the warnings that matter into errors.
             return None
 
     _Cursor = Cursor
@@ -72,6 +98,28 @@ def _mysql_creator(
     load_aiomysql()
 
     class DriverConnection(aiomysql.Connection):  # type: ignore[misc]
+        _guard_handshake = False
+
+        async def _request_authentication(self) -> None:
+            # Between the greeting and the end of authentication, every packet is checked
+            # (write_packet below) while TLS was asked for: aiomysql would otherwise send the
+            # credentials in plaintext to a server that does not offer TLS.
+            self._guard_handshake = self._ssl_context is not None
+            try:
+                await super()._request_authentication()
+            finally:
+                self._guard_handshake = False
+
+        def write_packet(self, payload: bytes) -> None:
+            if self._guard_handshake:
+                check_handshake_packet(
+                    self._writer.transport,
+                    payload,
+                    server_capabilities=self.server_capabilities,
+                    display=spec.display,
+                )
+            super().write_packet(payload)
+
         async def ensure_closed(self) -> None:
             # The pool closes connections with ensure_closed(), which says goodbye (COM_QUIT)
             # first. On a connection the network already reset that fails, and aiomysql then
@@ -110,10 +158,6 @@ def _mysql_creator(
         try:
             async with asyncio.timeout(spec.connect_timeout):
                 await conn._connect()
-                if context is not None:
-                    cur = conn.cursorclass(conn, False)
-                    await cur.execute(SESSION_CHECK)
-                    row = await cur.fetchone()
         except TimeoutError as exc:
             conn.close()
             raise pymysql.err.OperationalError(
@@ -124,14 +168,8 @@ def _mysql_creator(
         except BaseException:
             conn.close()
             raise
-        if context is not None:
-            try:
-                check_session(row, spec.display)
-            except InsecureTransportError:
-                conn.close()
-                raise
-            if track_tls is not None:
-                track_tls(conn._writer.transport)  # aiomysql 0.2-0.3: the StreamWriter it reads
+        if context is not None and track_tls is not None:
+            track_tls(conn._writer.transport)  # aiomysql 0.2-0.3: the StreamWriter it reads
         return conn
 
     return connect
@@ -252,6 +290,8 @@ def _reusable(exc: BaseException) -> bool:
     if not isinstance(exc, Exception) or classify(exc) is Verdict.DISCONNECT:
         return False
     code = error_code(exc)
+    if code in _SERVER_CLOSES:
+        return False
     return (code is not None and code >= 1000) or isinstance(exc, sqlite3.Error)
 
 

@@ -1,22 +1,24 @@
 """Connection URLs: parsing and checking them, their defaults, and the pool defaults. No I/O.
 
 :func:`parse_url` turns a URL into a :class:`ConnectionSpec`. It accepts ``mysql://``,
-``mysql+pymysql://``, ``mysql+aiomysql://`` and ``sqlite+aiosqlite://``, and the TiDB Cloud form
-``?ssl_ca=...&ssl_verify_cert=true&ssl_verify_identity=true``, whose ``ssl_*`` parameters become
-:class:`~tidb_memory._tls.TLSSettings`.
+``mysql+pymysql://``, ``mysql+aiomysql://``, ``sqlite://`` and ``sqlite+aiosqlite://``, and the
+TiDB Cloud form ``?ssl_ca=...&ssl_verify_cert=true&ssl_verify_identity=true``, whose ``ssl_*``
+parameters become :class:`~tidb_memory._tls.TLSSettings`. A password with an unencoded ``@`` is
+read up to the last ``@`` before the host, never split into a host that shows its tail.
 """
 
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from ._tls import TLSSettings
+from ._tls import TLS_PARAMS, TLSSettings, is_tidb_cloud, tls_settings
 from .errors import ConfigurationError
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "TIDB_CLOUD_POOL_RECYCLE",
     "Backend",
     "ConnectionSpec",
+    "display_url",
     "parse_url",
 ]
 
@@ -49,35 +52,19 @@ _SCHEMES: dict[str, Backend] = {
     "mysql": "mysql",
     "mysql+pymysql": "mysql",
     "mysql+aiomysql": "mysql",
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
     "sqlite+aiosqlite": "sqlite",
 }
-_TLS_PARAMS = frozenset(
-    {
-        "ssl",
-        "ssl_ca",
-        "ssl_capath",
-        "ssl_cert",
-        "ssl_key",
-        "ssl_verify_cert",
-        "ssl_verify_identity",
-        "ssl_check_hostname",
-    }
+#: What follows the credentials' ``@``: host (or [IPv6]) and port, database, query. Neither the
+#: host, the port, the database nor a parameter name holds an ``@``; a parameter value may.
+_AFTER_CREDENTIALS = re.compile(
+    r"(?:\[[^\]/?#@]*\]|[^\[\]/?#@:]*)(?::\d*)?(?:/[^?#@]*)?(?:\?[^=&@]*=[^&]*(?:&[^=&@]*=[^&]*)*)?"
 )
 _OTHER_PARAMS = frozenset({"charset", "connect_timeout", "read_timeout", "unix_socket"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 _ENGINE_ARGS = frozenset(
     {"pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping", "echo"}
 )
-
-
-def _flag(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigurationError(f"URL parameter {name}={value!r} is not a boolean (use true or false)")
 
 
 def _seconds(values: dict[str, str], name: str, default: float) -> float:
@@ -116,6 +103,52 @@ class ConnectionSpec:
         return self.url.render_as_string(hide_password=True)
 
 
+def _credentials_at_the_last_at(text: str) -> URL | None:
+    """``text`` parsed with its credentials ending at the ``@`` the host follows, when they hold
+    an unencoded ``@`` themselves; ``None`` when they hold none (the usual parse is right).
+
+    SQLAlchemy ends the password at its first ``@``: ``mysql://u:p@ss@host/db`` would connect to
+    the host ``ss@host`` and show ``ss`` wherever it shows the host.
+
+    Example::
+
+        >>> _credentials_at_the_last_at("mysql://u:p@ss@host/db").password
+        'p@ss'
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep or rest.count("@") < 2:
+        return None
+    for at in (i for i, char in enumerate(rest) if char == "@"):
+        if _AFTER_CREDENTIALS.fullmatch(rest, at + 1):
+            credentials, hostpart = rest[:at], rest[at + 1 :]
+            break
+    else:
+        return None
+    if "@" not in credentials:
+        return None
+    user, colon, password = credentials.partition(":")
+    return make_url(f"{scheme}://{hostpart}").set(
+        username=unquote(user), password=unquote(password) if colon else None
+    )
+
+
+def display_url(url: str | URL) -> str:
+    """``url`` as written, with its password masked: safe to print or log.
+
+    Example::
+
+        >>> display_url("mysql://u:p@ss@host/db")
+        'mysql://u:***@host/db'
+    """
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        parsed = _credentials_at_the_last_at(url) or make_url(url)
+    except (ArgumentError, ValueError):
+        return "<unparseable URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
 def parse_url(url: str | URL) -> ConnectionSpec:
     """Parse and check a connection URL; no I/O.
 
@@ -129,12 +162,14 @@ def parse_url(url: str | URL) -> ConnectionSpec:
     """
     if isinstance(url, str):
         try:
-            parsed = make_url(url)
-        except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a non-numeric port
+            parsed = _credentials_at_the_last_at(url) or make_url(url)
+        except (ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
+            # Not "from exc": the driver's message may quote a piece of the password.
             raise ConfigurationError(
                 "cannot parse the connection URL; expected e.g. "
-                "mysql+aiomysql://user:password@host:4000/database"
-            ) from exc
+                "mysql+aiomysql://user:password@host:4000/database, with the user name and "
+                "password percent-encoded: urllib.parse.quote(password, safe='')"
+            ) from None
     elif isinstance(url, URL):
         parsed = url
     else:
@@ -149,15 +184,16 @@ def parse_url(url: str | URL) -> ConnectionSpec:
         )
     if backend == "sqlite":
         if parsed.query:
-            raise ConfigurationError("sqlite+aiosqlite URLs take no query parameters")
-        return ConnectionSpec(backend="sqlite", url=parsed)
+            raise ConfigurationError("sqlite URLs take no query parameters")
+        # sqlite:///chat.db, the sync form other libraries document, runs on aiosqlite too.
+        return ConnectionSpec(backend="sqlite", url=parsed.set(drivername="sqlite+aiosqlite"))
 
     query = dict(parsed.query)
-    unknown = sorted(set(query) - _TLS_PARAMS - _OTHER_PARAMS)
+    unknown = sorted(set(query) - TLS_PARAMS - _OTHER_PARAMS)
     if unknown:
         raise ConfigurationError(
             f"unsupported URL parameter(s) {', '.join(unknown)}; supported: "
-            + ", ".join(sorted(_TLS_PARAMS | _OTHER_PARAMS))
+            + ", ".join(sorted(TLS_PARAMS | _OTHER_PARAMS))
         )
     values: dict[str, str] = {}
     for name, value in query.items():
@@ -171,31 +207,11 @@ def parse_url(url: str | URL) -> ConnectionSpec:
     read_timeout = _seconds(values, "read_timeout", DEFAULT_READ_TIMEOUT)
 
     host = parsed.host or ""
-    tidb_cloud = host.lower().endswith(".tidbcloud.com")
-    tls_asked = any(name in _TLS_PARAMS for name in values)
-    if "ssl" in values and not _flag("ssl", values["ssl"]):
-        if tidb_cloud:
-            raise ConfigurationError("TiDB Cloud accepts TLS connections only; remove ssl=false")
-        if len(set(values) & _TLS_PARAMS) > 1:
-            raise ConfigurationError("ssl=false contradicts the other ssl_* parameters")
-        tls_asked = False
-    tls: TLSSettings | None = None
-    if tls_asked or tidb_cloud:
-        for name in ("ssl_ca", "ssl_cert", "ssl_key"):
-            if name in values and not os.path.isfile(values[name]):
-                raise ConfigurationError(f"{name}: no such file: {values[name]!r}")
-        if "ssl_capath" in values and not os.path.isdir(values["ssl_capath"]):
-            raise ConfigurationError(f"ssl_capath: no such directory: {values['ssl_capath']!r}")
-        verify_cert = _flag("ssl_verify_cert", values.get("ssl_verify_cert", "true"))
-        identity = values.get("ssl_verify_identity", values.get("ssl_check_hostname", "true"))
-        tls = TLSSettings(
-            ca=values.get("ssl_ca"),
-            capath=values.get("ssl_capath"),
-            cert=values.get("ssl_cert"),
-            key=values.get("ssl_key"),
-            verify_cert=verify_cert,
-            verify_identity=verify_cert and _flag("ssl_verify_identity", identity),
-        )
+    tidb_cloud = is_tidb_cloud(host)
+    tls = tls_settings(values, tidb_cloud=tidb_cloud)
+    if tls is not None and host.endswith("."):
+        # The same DNS name, as certificates (and TLS's server name indication) spell it.
+        parsed = parsed.set(host=host.rstrip("."))
     kept = {"unix_socket": values["unix_socket"]} if "unix_socket" in values else {}
     normal = parsed.set(drivername="mysql+aiomysql", query=kept)
     return ConnectionSpec(

@@ -51,6 +51,7 @@ from langchain_core.messages import (
 from sqlalchemy.engine import make_url
 
 from . import __version__
+from ._url import display_url
 from .engine import close_all, get_database
 from .errors import InvalidInputError, TiDBMemoryError
 from .history import AsyncTiDBChatMessageHistory, SessionStore, default_url
@@ -98,14 +99,6 @@ class Output:
         """Print the JSON document, if ``--json`` was given."""
         if self.json:
             print(json.dumps(self.document, ensure_ascii=False, indent=2), flush=True)
-
-
-def display_url(url: str) -> str:
-    """``url`` with its password masked; safe to print."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable URL>"
 
 
 def _one_line(text: str) -> str:

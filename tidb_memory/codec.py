@@ -198,17 +198,32 @@ def decode_many(texts: Iterable[str | bytes]) -> list[BaseMessage]:
     return [decode(text) for text in texts]
 
 
-def encode_json(value: Any, where: str = "metadata") -> str:
+def encode_json(value: Any, where: str = "metadata", *, max_bytes: int | None = None) -> str:
     """Encode free-form JSON (per-message or session metadata) exactly, or refuse it.
 
+    Example::
+
+        >>> encode_json({"topic": "billing"}, max_bytes=1024)
+        '{"topic":"billing"}'
+
     Raises:
-        InvalidInputError: ``value`` holds something JSON would change (see :func:`encode`).
+        InvalidInputError: ``value`` holds something JSON would change (see :func:`encode`),
+            such as a key with a lone surrogate.
+        MessageTooLargeError: the encoded JSON is over ``max_bytes`` bytes (UTF-8, not
+            characters).
     """
     _check_json(value, where)
     try:
-        return orjson.dumps(value).decode()
+        raw = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
         raise InvalidInputError(f"{where} cannot be encoded: {exc}") from exc
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise MessageTooLargeError(
+            f"{where} encodes to {len(raw):,} bytes, over the limit of {max_bytes:,} bytes "
+            "(TiDB's default row limit is 6 MiB); nothing was written. Keep large payloads "
+            "elsewhere and store a reference."
+        )
+    return raw.decode()
 
 
 def decode_json(text: str | bytes | None) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import hashlib
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -174,9 +175,10 @@ class Database:
             resources = await _resources_for(loop)
         engine = resources.engines.get(self.key)
         if engine is None:
-            engine = resources.engines.setdefault(
-                self.key, _create_engine(self.spec, self._engine_kwargs)
-            )
+            # Off the loop: building an engine reads files (a TLS context loads its CA and key;
+            # SQLAlchemy's SQLite dialect calls os.path.abspath). Once per loop and database.
+            created = await asyncio.to_thread(_create_engine, self.spec, self._engine_kwargs)
+            engine = resources.engines.setdefault(self.key, created)
         return engine
 
     def connection(self) -> _Checkout:
@@ -366,7 +368,8 @@ def get_database(
         raise ConfigurationError("a connection_string or an engine is required")
     args = dict(engine_args or {})
     text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
-    key = text + "\x00" + repr(sorted(args.items()))
+    # A digest, not the text: the registry must not hold the password in clear.
+    key = hashlib.sha256(f"{text}\x00{sorted(args.items())!r}".encode()).hexdigest()
     db = _databases.get(key)
     if db is not None:
         return db

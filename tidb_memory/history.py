@@ -16,6 +16,7 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ._checks import as_count, check_id, to_utc
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from .codec import DEFAULT_MAX_MESSAGE_BYTES
 from .engine import get_database
@@ -23,14 +24,13 @@ from .errors import InvalidInputError
 from .schema import DEFAULT_TABLE_NAME
 from .store import (
     DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
     UNSET,
     MessageRecord,
     MessageStore,
     SessionInfo,
     SessionPage,
     _Unset,
-    check_session_id,
-    to_utc,
 )
 
 __all__ = [
@@ -124,13 +124,9 @@ class AsyncTiDBChatMessageHistory(BaseChatMessageHistory):
         pin_system: bool = False,
         ttl: timedelta | None = None,
     ) -> None:
-        self.session_id = check_session_id(session_id)
+        self.session_id = check_id(session_id)
         self.earliest_time = None if earliest_time is None else to_utc(earliest_time)
-        if window is not None and (
-            not isinstance(window, int) or isinstance(window, bool) or window < 1
-        ):
-            raise InvalidInputError("window must be a positive int or None")
-        self.window = window
+        self.window = None if window is None else as_count("window", window, high=MAX_PAGE_SIZE)
         self.pin_system = pin_system
         self.store = _store(
             connection_string,

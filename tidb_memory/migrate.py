@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 from langchain_core.messages import messages_from_dict
 
+from ._checks import as_count
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, retrying, translate
 from .codec import decode, encode
 from .engine import Database
@@ -473,8 +474,7 @@ async def amigrate_seed_table(
     backup = check_table_name(backup or _derived(source, "_seed_backup", "backup="))
     if len({source, target, backup}) != 3:
         raise InvalidInputError("table, target and backup must be three different names")
-    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 10_000:
-        raise InvalidInputError("batch must be an int from 1 to 10000")
+    batch = as_count("batch", batch, high=10_000)  # an IntEnum must not reach LIMIT as text
     if db.backend != "mysql":
         raise InvalidInputError(
             "the langchain-community layout exists on MySQL, MariaDB and TiDB only; "

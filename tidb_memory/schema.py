@@ -20,11 +20,11 @@ of a table in a process, once per (database, table), never at construction and n
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ._checks import ID_MAX_CHARS, ago, check_table_name
 from ._process import _done as _done
 from .errors import InvalidInputError, SchemaError
 
@@ -49,10 +49,9 @@ __all__ = [
 DEFAULT_TABLE_NAME = "langchain_message_store"
 MIGRATIONS_TABLE = "tidb_memory_migrations"
 SESSIONS_TABLE = "tidb_memory_sessions"
-SESSION_ID_MAX_CHARS = 255
+SESSION_ID_MAX_CHARS = ID_MAX_CHARS
 MSG_KEY_INDEX = "uk_msg_key"
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 #: The columns this version reads and writes.
 COLUMNS = ("session_id", "seq", "msg_key", "message", "metadata", "created_at")
 #: Version 1's columns: every later version keeps them (migrations only add), so a table
@@ -60,20 +59,6 @@ COLUMNS = ("session_id", "seq", "msg_key", "message", "metadata", "created_at")
 V1_COLUMNS = frozenset(("session_id", "seq", "msg_key", "message", "metadata", "created_at"))
 #: langchain-community's TiDBChatMessageHistory table: id, session_id, message, create_time.
 SEED_COLUMNS = frozenset({"id", "session_id", "message", "create_time"})
-
-
-def check_table_name(name: object) -> str:
-    """Return ``name`` if it is a plain identifier of at most 64 characters.
-
-    Raises:
-        InvalidInputError: anything else, before any I/O.
-    """
-    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-        raise InvalidInputError(
-            f"table_name {name!r} is not a plain identifier: use 1-64 letters, digits and "
-            "underscores, not starting with a digit"
-        )
-    return name
 
 
 def quote(backend: Backend, name: str) -> str:
@@ -100,11 +85,17 @@ def ttl_clause(ttl: timedelta | None) -> str:
 
 
 def check_ttl(ttl: object) -> timedelta | None:
-    """Return ``ttl`` if it is ``None`` or a positive timedelta of whole seconds."""
+    """Return ``ttl`` if it is ``None`` or a positive timedelta of whole seconds.
+
+    Raises:
+        InvalidInputError: anything else, or a ttl reaching back before year 1 (which no read
+            could compute its bound for).
+    """
     if ttl is None:
         return None
     if not isinstance(ttl, timedelta) or ttl.total_seconds() < 1 or ttl.microseconds:
         raise InvalidInputError("ttl must be a timedelta of at least one whole second")
+    ago(ttl, "ttl")
     return ttl
 
 

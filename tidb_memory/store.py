@@ -35,14 +35,16 @@ import sqlite3
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from langchain_core.messages import BaseMessage, SystemMessage, ToolMessage
 
+from ._checks import ago, as_count, check_id, check_text, to_utc
+from ._checks import check_id as check_session_id
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, error_code, error_text, retrying
 from .codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -52,11 +54,10 @@ from .codec import (
     encode_json,
 )
 from .engine import Backend, Connection, Database
-from .errors import InvalidInputError, MessageTooLargeError, StorageError
+from .errors import InvalidInputError, MessageTooLargeError, SchemaError, StorageError
 from .schema import (
     MIGRATIONS_TABLE,
     MSG_KEY_INDEX,
-    SESSION_ID_MAX_CHARS,
     SESSIONS_TABLE,
     applied_versions,
     check_table_name,
@@ -85,6 +86,8 @@ __all__ = [
     "trim_window",
 ]
 
+T = TypeVar("T")
+
 #: Rows deleted per statement when clearing a session on MySQL/TiDB (TiDB caps a transaction).
 CLEAR_BATCH = 10_000
 #: How often one append may lose the race for its seqs before it gives up.
@@ -96,6 +99,8 @@ TITLE_MAX_CHARS = 1024
 #: Records or sessions per page when no limit is given.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 10_000
+#: The largest seq a BIGINT (and SQLite's INTEGER) holds.
+MAX_SEQ = 2**63 - 1
 
 
 class _Unset:
@@ -105,45 +110,6 @@ class _Unset:
 
 #: "Leave this field as it is" for :meth:`MessageStore.aset_session_info`.
 UNSET: Final = _Unset()
-
-
-def check_session_id(session_id: object) -> str:
-    """Return ``session_id`` if it can be stored and compared exactly.
-
-    Raises:
-        InvalidInputError: not a str, empty, over 255 characters, ending in a space (MySQL's PAD
-            SPACE collations would make ``"a "`` equal to ``"a"``), or not encodable as UTF-8.
-    """
-    if not isinstance(session_id, str):
-        raise InvalidInputError(f"session_id must be a str, not {type(session_id).__name__}")
-    if not session_id:
-        raise InvalidInputError("session_id must not be empty")
-    if len(session_id) > SESSION_ID_MAX_CHARS:
-        raise InvalidInputError(
-            f"session_id has {len(session_id)} characters; the most is {SESSION_ID_MAX_CHARS}"
-        )
-    if session_id[-1] == " ":
-        raise InvalidInputError(
-            "session_id must not end with a space: MySQL and TiDB compare 'a ' equal to 'a'"
-        )
-    try:
-        session_id.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInputError("session_id is not valid Unicode (lone surrogate)") from exc
-    return session_id
-
-
-def to_utc(value: object, name: str = "earliest_time") -> datetime:
-    """A naive UTC datetime from ``value``; a naive input is taken to be UTC already.
-
-    Raises:
-        InvalidInputError: ``value`` is not a datetime.
-    """
-    if not isinstance(value, datetime):
-        raise InvalidInputError(f"{name} must be a datetime, not {type(value).__name__}")
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
 
 
 def _timestamp(value: datetime) -> str:
@@ -163,12 +129,6 @@ def _from_db_time(value: Any) -> datetime:
     if not isinstance(value, datetime):
         raise StorageError(f"unexpected timestamp {value!r}", operation="read")
     return value.replace(tzinfo=UTC)
-
-
-def _check_limit(limit: object) -> int:
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidInputError(f"limit must be an int from 1 to {MAX_PAGE_SIZE}")
-    return limit
 
 
 def trim_window(messages: list[BaseMessage]) -> list[BaseMessage]:
@@ -519,13 +479,11 @@ class MessageStore:
     ) -> None:
         if not isinstance(retry, RetryPolicy):
             raise InvalidInputError("retry must be a RetryPolicy")
-        if not isinstance(max_message_bytes, int) or max_message_bytes < 1:
-            raise InvalidInputError("max_message_bytes must be a positive int")
         self.db = db
         self.table = check_table_name(table)
         self.create_table = create_table
         self.retry = retry
-        self.max_message_bytes = max_message_bytes
+        self.max_message_bytes = as_count("max_message_bytes", max_message_bytes)
         self.ttl = check_ttl(ttl)
         self._ready = (db.key, self.table)
 
@@ -543,15 +501,33 @@ class MessageStore:
                 table=self.table,
             )
 
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], operation: str) -> T:
+        """Set the table up on first use, then run ``attempt`` under the retry policy.
+
+        A table dropped under this running process (error 1146, SQLite's "no such table")
+        makes its set-up mark stale: with ``create_table`` the mark is forgotten, the table set
+        up again and ``attempt`` run once more; without it the ``SchemaError``, which names
+        ``create_tables``, is raised.
+        """
+        await self._ensure()
+        try:
+            return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
+        except SchemaError as exc:
+            missing = exc.errno == 1146 or "no such table" in str(exc)
+            if not (missing and self.create_table):
+                raise
+        _schema_done.discard(self._ready)
+        await self._ensure()
+        return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
+
     async def _fetch(self, sql: str, params: Sequence[Any], operation: str) -> list[Any]:
         """Run one read-only statement, retrying transient failures."""
-        await self._ensure()
 
         async def attempt() -> list[Any]:
             async with self.db.connection() as conn:
                 return await conn.fetchall(sql, params)
 
-        return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
+        return await self._retrying(attempt, operation)
 
     async def _delete(
         self,
@@ -565,7 +541,6 @@ class MessageStore:
 
         ``progress`` gets the running total after each statement.
         """
-        await self._ensure()
         # Kept across attempts: batches deleted before a retried failure still count.
         deleted = [0]
 
@@ -579,13 +554,13 @@ class MessageStore:
                     if not batch or count < batch:
                         return deleted[0]
 
-        return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
+        return await self._retrying(attempt, operation)
 
     def _since(self, earliest: datetime | None) -> str | None:
         """The lower bound on ``created_at`` for reads: ``earliest``, or the TTL's, if later."""
         bounds = [] if earliest is None else [to_utc(earliest)]
         if self.ttl is not None:
-            bounds.append(_utcnow() - self.ttl)
+            bounds.append(ago(self.ttl))
         return _timestamp(max(bounds)) if bounds else None
 
     async def acreate_tables(self) -> None:
@@ -622,9 +597,9 @@ class MessageStore:
                 window if it is a ``SystemMessage``.
             operation: the name errors report.
         """
-        check_session_id(session_id)
+        check_id(session_id)
         if window is not None:
-            _check_limit(window)
+            window = as_count("window", window, high=MAX_PAGE_SIZE)
         return await self.db.run(
             self._read, session_id, self._since(since), window, pin_system, operation
         )
@@ -682,10 +657,10 @@ class MessageStore:
         Pass the first record's ``seq`` as ``before`` to get the page before it; an empty list
         means there is none. One round trip per page.
         """
-        check_session_id(session_id)
-        _check_limit(limit)
-        if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
-            raise InvalidInputError("before must be an int seq")
+        check_id(session_id)
+        limit = as_count("limit", limit, high=MAX_PAGE_SIZE)
+        if before is not None:
+            before = as_count("before", before, low=0, high=MAX_SEQ)
         return await self.db.run(self._records, session_id, before, limit, self._since(since))
 
     async def _records(
@@ -733,7 +708,7 @@ class MessageStore:
         Returns:
             The seq of the last appended message when it is known, else ``None``.
         """
-        check_session_id(session_id)
+        check_id(session_id)
         payloads = encode_batch(messages, max_bytes=self.max_message_bytes)
         metas = self._metadata(metadata, len(payloads))
         if not payloads:
@@ -744,14 +719,14 @@ class MessageStore:
             self._append, session_id, payloads, metas, keys, now, last_seq, operation
         )
 
-    @staticmethod
     def _metadata(
-        metadata: Sequence[Mapping[str, Any] | None] | Mapping[str, Any] | None, count: int
+        self, metadata: Sequence[Mapping[str, Any] | None] | Mapping[str, Any] | None, count: int
     ) -> list[str | None]:
+        limit = self.max_message_bytes
         if metadata is None:
             return [None] * count
         if isinstance(metadata, Mapping):
-            return [encode_json(dict(metadata))] * count
+            return [encode_json(dict(metadata), max_bytes=limit)] * count
         if isinstance(metadata, str | bytes) or not isinstance(metadata, Sequence):
             raise InvalidInputError("metadata must be a mapping or a sequence of mappings")
         if len(metadata) != count:
@@ -762,7 +737,10 @@ class MessageStore:
         for i, item in enumerate(metadata):
             if item is not None and not isinstance(item, Mapping):
                 raise InvalidInputError(f"metadata[{i}] must be a mapping or None")
-            out.append(None if item is None else encode_json(dict(item), f"metadata[{i}]"))
+            meta = (
+                None if item is None else encode_json(dict(item), f"metadata[{i}]", max_bytes=limit)
+            )
+            out.append(meta)
         return out
 
     async def _append(
@@ -775,7 +753,6 @@ class MessageStore:
         last_seq: int | None,
         operation: str,
     ) -> int | None:
-        await self._ensure()
         backend = self.db.backend
         hint = [last_seq]
 
@@ -806,7 +783,7 @@ class MessageStore:
                     seq = hint[0]
                     return None if seq is None else seq + len(payloads)
 
-        return await retrying(attempt, policy=self.retry, operation=operation, table=self.table)
+        return await self._retrying(attempt, operation)
 
     def _insert(
         self,
@@ -851,7 +828,7 @@ class MessageStore:
     async def aclear(self, session_id: str, *, operation: str = "aclear") -> int:
         """Delete every message of a session; returns how many. One round trip for sessions up
         to ``CLEAR_BATCH`` messages; the session's info row is kept."""
-        check_session_id(session_id)
+        check_id(session_id)
         batch = CLEAR_BATCH if self.db.backend == "mysql" else 0
         sql = clear_statement(self.db.backend, self.table)
         return await self.db.run(self._delete, sql, (session_id,), batch, operation)
@@ -873,9 +850,9 @@ class MessageStore:
         if older_than is None:
             if self.ttl is None:
                 raise InvalidInputError("apurge_expired needs older_than, or a store with a ttl")
-            older_than = _utcnow() - self.ttl
+            older_than = ago(self.ttl)
         bound = _timestamp(to_utc(older_than, "older_than"))
-        _check_limit(batch)
+        batch = as_count("batch", batch, high=MAX_PAGE_SIZE)
         sql = purge_statement(self.db.backend, self.table)
         return await self.db.run(
             self._delete, sql, (bound, batch), batch, "apurge_expired", progress
@@ -888,7 +865,7 @@ class MessageStore:
 
         One round trip: an aggregate over the session's primary-key range.
         """
-        check_session_id(session_id)
+        check_id(session_id)
         since = self._since(None)
         sql = session_info_statement(self.db.backend, self.table, since=since is not None)
         params = [session_id] + ([since] if since else []) + [self.table, session_id]
@@ -916,25 +893,20 @@ class MessageStore:
 
         One round trip (an upsert). Appends never touch this row, so they stay one round trip.
         """
-        check_session_id(session_id)
+        check_id(session_id)
         values: dict[str, Any] = {"user_id": user_id, "title": title, "metadata": metadata}
         fields = tuple(f for f in _INFO_FIELDS if values[f] is not UNSET)
         if not fields:
             raise InvalidInputError("give at least one of user_id, title or metadata")
         if user_id is not UNSET and user_id is not None:
-            check_session_id(user_id)
+            check_id(user_id, "user_id")
         if title is not UNSET and title is not None:
-            if not isinstance(title, str):
-                raise InvalidInputError("title must be a str or None")
-            if len(title) > TITLE_MAX_CHARS:
-                # MySQL would refuse it (1406) and SQLite keep it: refuse it everywhere, early.
-                raise InvalidInputError(
-                    f"title has {len(title)} characters; the most is {TITLE_MAX_CHARS}"
-                )
+            # MySQL would refuse a longer one (1406) and SQLite keep it: refuse it everywhere.
+            check_text(title, "title", max_chars=TITLE_MAX_CHARS)
         if metadata is not UNSET and metadata is not None:
             if not isinstance(metadata, Mapping):
                 raise InvalidInputError("metadata must be a mapping or None")
-            values["metadata"] = encode_json(dict(metadata))
+            values["metadata"] = encode_json(dict(metadata), max_bytes=self.max_message_bytes)
         row = [None if values[f] is UNSET else values[f] for f in _INFO_FIELDS]
         sql = set_session_statement(self.db.backend, fields)
         params = [self.table, session_id, *row, _timestamp(_utcnow())]
@@ -953,9 +925,9 @@ class MessageStore:
         or only ``user_id``'s when given), so this suits chat UIs and admin tools rather than a
         per-message hot path.
         """
-        _check_limit(limit)
+        limit = as_count("limit", limit, high=MAX_PAGE_SIZE)
         if user_id is not None:
-            check_session_id(user_id)
+            check_id(user_id, "user_id")
         after = None if cursor is None else _decode_cursor(cursor)
         since = self._since(None)
         sql = list_sessions_statement(
@@ -1003,16 +975,16 @@ class MessageStore:
         Pass the last item's ``(session_id, record.seq)`` as ``after`` for the next page; an
         empty list means the end. One round trip per page (a primary-key range scan).
         """
-        _check_limit(limit)
+        limit = as_count("limit", limit, high=MAX_PAGE_SIZE)
         if after is not None:
-            check_session_id(after[0])
+            after = (check_id(after[0]), as_count("after seq", after[1], low=0, high=MAX_SEQ))
         since = self._since(None)
         sql = scan_statement(
             self.db.backend, self.table, since=since is not None, after=after is not None
         )
         params: list[Any] = [since] if since else []
         if after is not None:
-            params += [after[0], after[0], int(after[1])]
+            params += [after[0], after[0], after[1]]
         params.append(limit)
         rows = await self.db.run(self._fetch, sql, params, "ascan")
         return [
@@ -1038,9 +1010,8 @@ class MessageStore:
         payloads: list[str] = []
         for i, item in enumerate(records):
             session_id, seq, created_at, message, metadata = item
-            check_session_id(session_id)
-            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-                raise InvalidInputError(f"record {i}: seq must be a positive int")
+            check_id(session_id)
+            seq = as_count(f"record {i}: seq", seq, high=MAX_SEQ)
             payload = encode_batch([message], max_bytes=self.max_message_bytes)[0]
             meta = self._metadata([metadata], 1)[0]
             key = "r" + hashlib.sha256(f"{session_id}\x00{seq}".encode()).hexdigest()[:31]
@@ -1052,7 +1023,6 @@ class MessageStore:
         return await self.db.run(self._restore, rows, payloads)
 
     async def _restore(self, params: list[Any], payloads: list[str]) -> int:
-        await self._ensure()
         sql = restore_statement(self.db.backend, self.table, len(payloads))
 
         async def attempt() -> int:
@@ -1060,7 +1030,7 @@ class MessageStore:
                 self._check_packet(conn, payloads)
                 return await conn.execute(sql, params)
 
-        return await retrying(attempt, policy=self.retry, operation="arestore", table=self.table)
+        return await self._retrying(attempt, "arestore")
 
     async def astatus(self, *, pings: int = 5) -> ServerStatus:
         """Connect, and describe the server and this table without changing anything.
@@ -1068,8 +1038,7 @@ class MessageStore:
         Five round trips (four on SQLite), plus ``pings`` for the latency (the median of
         ``SELECT 1``).
         """
-        if not isinstance(pings, int) or not 1 <= pings <= 100:
-            raise InvalidInputError("pings must be an int from 1 to 100")
+        pings = as_count("pings", pings, high=100)
 
         async def attempt() -> ServerStatus:
             async with self.db.connection() as conn:
