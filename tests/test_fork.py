@@ -56,6 +56,10 @@ def run_scenario(user: str, use: str, fork: str, exit_via: str, child: str) -> d
     noise = [word for word in NOISE if word in proc.stderr]
     assert not noise, proc.stderr[-3000:]
     report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(
+        f"[fork] {fork} {use} {exit_via} {child}: child lived {report['child_s']:.3f}s, "
+        f"parent's next call {report['parent_next_s'] * 1000:.1f} ms"
+    )
     return report
 
 
@@ -75,9 +79,13 @@ def check(report: dict[str, Any], child: str) -> None:
 CASES = [
     *[
         ("os", use, exit_via)
-        for use in ("sync", "loop_thread", "runner", "in_loop", "app_engine")
+        for use in ("sync", "loop_thread", "runner", "app_engine")
         for exit_via in ("os_exit", "sys_exit", "return")
     ],
+    # A child forked inside a running coroutine is still inside the parent's event loop: any
+    # exit but os._exit (which multiprocessing uses) runs that loop's shutdown in the child,
+    # which asyncio does not support (its default executor's threads did not survive the fork).
+    ("os", "in_loop", "os_exit"),
     *[
         ("mp", use, exit_via)
         for use in ("sync", "in_loop", "app_engine")
@@ -98,7 +106,7 @@ def test_child_uses_both_apis_and_exits(
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("use", ["sync", "loop_thread", "runner", "in_loop", "app_engine"])
+@pytest.mark.parametrize("use", ["sync", "loop_thread", "runner", "app_engine"])
 def test_idle_child_leaves_the_parents_sockets_alone(mysql_user: str, use: str) -> None:
     """A child that only exits, leaving the inherited pools to interpreter shutdown, must not
     unregister the parent's sockets from the epoll set they share (the parent would wait out
