@@ -27,6 +27,7 @@ import pytest
 from conftest import MYSQL_URL, connections_of, mysql_query, mysql_url_for, wait_until
 
 import tidb_memory
+from tests.fork_celery import make_app
 from tidb_memory import TiDBChatMessageHistory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -243,3 +244,49 @@ def test_gunicorn_max_requests_recycles_workers(
         assert bad not in text, text
     assert stored(mysql_user, app_table) == expected(64)
     assert wait_until(lambda: connections_of(mysql_user) == 0), "a worker left a connection open"
+
+
+# --- Celery's prefork pool -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_celery_prefork_recycles_and_stops(mysql_user: str, app_table: str, tmp_path: Path) -> None:
+    """A Celery worker whose main process used the sync API before forking its pool: pool
+    processes retire every 5 tasks (``--max-tasks-per-child``) through ``close_all()`` in
+    ``worker_process_shutdown``, every task completes, and a warm shutdown (SIGTERM) finishes."""
+    spool = tmp_path / "spool"
+    for folder in ("queue", "processed", "results", "control"):
+        (spool / folder).mkdir(parents=True)
+    env = {**os.environ, "TM_URL": mysql_url_for(mysql_user) + "?read_timeout=10"}
+    env.update(TM_TABLE=app_table, TM_SPOOL=str(spool))
+    command = [sys.executable, "-m", "celery", "-A", "tests.fork_celery", "worker"]
+    command += ["--pool", "prefork", "--concurrency", "2", "--max-tasks-per-child", "5"]
+    command += ["--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    log = tmp_path / "celery.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    client = make_app("tm_fork_client", str(spool))
+    try:
+        start = time.monotonic()
+        results = [
+            client.send_task("tm_fork.append", args=[f"g{i % 4}", f"m{i}"]) for i in range(40)
+        ]
+        pids = {result.get(timeout=120) for result in results}
+        work_s = time.monotonic() - start
+        start = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        stop_s = time.monotonic() - start
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(30)
+        client.close()
+    text = log.read_text()
+    print(f"[celery] 40 tasks in {work_s:.2f}s over {len(pids)} pool processes; stop {stop_s:.2f}s")
+    assert len(pids) >= 40 // 5, text  # the pool processes really were recycled
+    assert stop_s < 15, text
+    for bad in ("Traceback", "WorkerLostError", "Timed out"):
+        assert bad not in text, text
+    assert stored(mysql_user, app_table) == expected(40)
+    assert wait_until(lambda: connections_of(mysql_user) == 0), "a pool process left a connection"
