@@ -5,6 +5,8 @@ children do (``os._exit``, ``sys.exit``, the end of the program with its at-exit
 
     python -m tests.fork_child URL ADMIN_URL TABLE USE FORK EXIT CHILD
 
+``URL`` may be a SQLite file; ``ADMIN_URL`` is then ``-``.
+
 * ``USE``: how the parent used tidb-memory before forking. ``sync``: the sync API (the bridge's
   loop, running in its thread, holds the pool). ``loop_thread``: the async API on a loop that
   runs in another thread. ``runner``: the async API through an ``asyncio.Runner`` left open
@@ -49,7 +51,10 @@ CHILD_BOUND = 30.0  # seconds a child may take before the parent calls it hung
 
 
 def connections_of(admin_url: str, user: str) -> int:
-    """The server's count of ``user``'s connections, on a raw connection opened for it."""
+    """The server's count of ``user``'s connections, on a raw connection opened for it (always
+    0 on SQLite, whose ADMIN_URL is ``-``: there is no server to count on)."""
+    if admin_url == "-":
+        return 0
     url = parse_url(admin_url).url
     conn = pymysql.connect(
         host=url.host, port=url.port or 3306, user=url.username, password=url.password or ""

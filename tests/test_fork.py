@@ -39,10 +39,17 @@ PARENT_BOUND = 5.0
 CHILD_BOUND = 20.0
 
 
-def run_scenario(user: str, use: str, fork: str, exit_via: str, child: str) -> dict[str, Any]:
+def run_scenario(
+    user: str | None, use: str, fork: str, exit_via: str, child: str, sqlite: Path | None = None
+) -> dict[str, Any]:
+    """Run one case: on MariaDB as ``user``, or on the SQLite file ``sqlite``."""
     table = f"tm_fork_{uuid.uuid4().hex[:10]}"
-    url = mysql_url_for(user) + "?read_timeout=10"
-    args = [url, MYSQL_URL, table, use, fork, exit_via, child]
+    if sqlite is not None:
+        url, admin = f"sqlite+aiosqlite:///{sqlite}", "-"
+    else:
+        assert user is not None
+        url, admin = mysql_url_for(user) + "?read_timeout=10", MYSQL_URL
+    args = [url, admin, table, use, fork, exit_via, child]
     try:
         proc = subprocess.run(
             [sys.executable, *PYTHON_FLAGS, "-m", "tests.fork_child", *args],
@@ -52,7 +59,8 @@ def run_scenario(user: str, use: str, fork: str, exit_via: str, child: str) -> d
             timeout=150,
         )
     finally:
-        mysql_query(f"DROP TABLE IF EXISTS `{table}`")
+        if sqlite is None:
+            mysql_query(f"DROP TABLE IF EXISTS `{table}`")
     assert proc.returncode == 0, proc.stderr[-3000:]
     noise = [word for word in NOISE if word in proc.stderr]
     assert not noise, proc.stderr[-3000:]
@@ -113,6 +121,24 @@ def test_idle_child_leaves_the_parents_sockets_alone(mysql_user: str, use: str) 
     unregister the parent's sockets from the epoll set they share (the parent would wait out
     its read timeout) nor close the parent's connections."""
     check(run_scenario(mysql_user, use, "os", "return", "idle"), "idle")
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize(
+    ("fork", "use", "exit_via", "child"),
+    [
+        ("os", "sync", "sys_exit", "work"),
+        ("os", "runner", "return", "work"),
+        ("os", "loop_thread", "os_exit", "work"),
+        ("mp", "sync", "return", "work"),
+        ("os", "runner", "return", "idle"),
+    ],
+)
+def test_sqlite_child(tmp_path: Path, fork: str, use: str, exit_via: str, child: str) -> None:
+    """The same on SQLite, where an inherited aiosqlite connection's thread did not survive the
+    fork: a child that waited on it would wait forever."""
+    report = run_scenario(None, use, fork, exit_via, child, sqlite=tmp_path / "fork.sqlite3")
+    check(report, child)
 
 
 # --- gunicorn --preload with two UvicornWorkers ----------------------------------------------
