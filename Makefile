@@ -56,21 +56,26 @@ $(VENV)/.stamp-install-%: pyproject.toml $(VENV)/pyvenv.cfg
 	@touch $@
 
 # langchain-core's own RunnableWithMessageHistory tests (tests/test_blocking.py runs them on our
-# class): its sdist ships its tests; fetch the one matching the installed version, once.
-LC_CORE_TESTS := $(VENV)/langchain-core-tests
-
-langchain-core-tests: $(LC_CORE_TESTS)/.stamp ## Fetch langchain-core's test suite (sdist)
-
-$(LC_CORE_TESTS)/.stamp: $(STAMP_TEST)
+# class): its sdist ships its tests. Each venv gets those of the version it has installed, once.
+# $(call lc_core_tests,VENV) fetches them into VENV/langchain-core-tests.
+define lc_core_tests
 	@set -e; \
-	version=$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("langchain-core"))'); \
-	echo "==> langchain-core $$version tests into $(LC_CORE_TESTS)"; \
-	rm -rf $(LC_CORE_TESTS); mkdir -p $(LC_CORE_TESTS)/sdist; \
-	$(PIP) download --quiet --no-deps --no-binary :all: -d $(LC_CORE_TESTS)/sdist "langchain-core==$$version"; \
-	tar -xzf $(LC_CORE_TESTS)/sdist/*.tar.gz -C $(LC_CORE_TESTS) --strip-components=1 \
+	dir=$(1)/langchain-core-tests; \
+	version=$$($(1)/bin/python -c 'import importlib.metadata as m; print(m.version("langchain-core"))'); \
+	echo "==> langchain-core $$version tests into $$dir"; \
+	rm -rf $$dir; mkdir -p $$dir/sdist; \
+	$(1)/bin/python -m pip download --quiet --no-deps --no-binary :all: -d $$dir/sdist \
+		"langchain-core==$$version"; \
+	tar -xzf $$dir/sdist/*.tar.gz -C $$dir --strip-components=1 \
 		--wildcards '*/tests/*' '*/pyproject.toml'; \
-	rm -rf $(LC_CORE_TESTS)/sdist; \
-	touch $@
+	rm -rf $$dir/sdist; \
+	touch $$dir/.stamp
+endef
+
+langchain-core-tests: $(VENV)/langchain-core-tests/.stamp ## Fetch langchain-core's test suite (sdist)
+
+$(VENV)/langchain-core-tests/.stamp: $(STAMP_TEST)
+	$(call lc_core_tests,$(VENV))
 
 # --- running -----------------------------------------------------------------
 
@@ -108,7 +113,10 @@ $(STAMP_LOWEST): pyproject.toml scripts/lowest_pins.py
 	@$(LOWEST_BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' -c $(LOWEST_VENV)/constraints.txt
 	@touch $@
 
-test-lowest: $(STAMP_LOWEST) ## pytest on the lowest dependency versions pyproject allows
+$(LOWEST_VENV)/langchain-core-tests/.stamp: $(STAMP_LOWEST)
+	$(call lc_core_tests,$(LOWEST_VENV))
+
+test-lowest: $(STAMP_LOWEST) $(LOWEST_VENV)/langchain-core-tests/.stamp ## pytest on the lowest dependency versions pyproject allows
 	@set -e; \
 	url=$$(PROBE_PYTHON=$(LOWEST_BIN)/python bash scripts/ensure-mysql.sh); \
 	export TIDB_MEMORY_TEST_URL="$$url"; \
@@ -128,8 +136,13 @@ fmt: install ## Apply safe lint fixes and reformat (ruff check --fix + ruff form
 	$(BIN)/ruff format .
 	$(BIN)/ruff check .
 
-bench: install-bench ## Run benchmarks/turns.py
-	$(BIN)/python benchmarks/turns.py
+# Every round is printed as it finishes, then each benchmark's table. BENCH_ARGS go to turns.py.
+BENCH_ARGS ?=
+bench: install-bench ## Run the benchmarks: turns, LangGraph savers, connection churn
+	@set -e; \
+	echo "==> benchmarks/turns.py $(BENCH_ARGS)"; $(BIN)/python benchmarks/turns.py $(BENCH_ARGS); \
+	echo "==> benchmarks/graph_savers.py"; $(BIN)/python benchmarks/graph_savers.py; \
+	echo "==> benchmarks/churn.py"; $(BIN)/python benchmarks/churn.py
 
 clean: ## Remove .venv, caches and build output
 	rm -rf $(VENV) $(LOWEST_VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -17,7 +17,7 @@ import random
 import secrets
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,11 +179,21 @@ async def server_version(conn: Any) -> str:
     return str(row[0])
 
 
-async def threads_connected(conn: Any) -> int:
+async def global_status(conn: Any, name: str) -> int:
+    """One counter of ``SHOW GLOBAL STATUS``, e.g. ``Threads_connected`` or ``Connections``."""
     async with conn.cursor() as cur:
-        await cur.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+        await cur.execute("SHOW GLOBAL STATUS LIKE %s", (name,))
         row = await cur.fetchone()
     return int(row[1])
+
+
+async def threads_connected(conn: Any) -> int:
+    return await global_status(conn, "Threads_connected")
+
+
+async def connections_opened(conn: Any) -> int:
+    """The server's count of connection attempts since it started (``Connections``)."""
+    return await global_status(conn, "Connections")
 
 
 async def execute(conn: Any, sql: str, args: Sequence[Any] | None = None) -> None:
@@ -344,6 +354,18 @@ def turn_pair(seed: int) -> tuple[HumanMessage, AIMessage]:
     return human, ai
 
 
+def plain_pair(seed: int) -> tuple[HumanMessage, AIMessage]:
+    """A (human, ai) pair of plain text messages: no id, no metadata, no tool calls.
+
+    Human 60-300 chars, AI 200-600 chars, as in :func:`turn_pair`.
+    """
+    rng = random.Random(seed)
+    return (
+        HumanMessage(content=text_of_length(rng, 60, 300)),
+        AIMessage(content=text_of_length(rng, 200, 600)),
+    )
+
+
 def large_session(n: int, seed: int = 1234) -> list[BaseMessage]:
     """``n`` alternating Human/AI messages of ~200-500 chars.
 
@@ -459,3 +481,35 @@ def collect() -> None:
 def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@contextlib.asynccontextmanager
+async def postgres_pool(pg_url: str, size: int, schema: str) -> AsyncIterator[Any]:
+    """A psycopg pool of ``size`` on a fresh schema (LangGraph's settings), dropped afterwards."""
+    import psycopg
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        pool = AsyncConnectionPool(
+            pg_url,
+            min_size=size,
+            max_size=size,
+            open=False,
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": 0,
+                "row_factory": dict_row,
+                "options": f"-c search_path={schema}",
+            },
+        )
+        await pool.open(wait=True)
+        try:
+            yield pool
+        finally:
+            await pool.close()
+    finally:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -9,7 +9,7 @@ and three ``aput_writes`` (durability "async", LangGraph's default).
 Savers, run alternately (A B C A B C ...) for ``--rounds`` rounds in one process, each round on
 fresh thread ids:
 
-* ``tidb``      AsyncTiDBSaver on MariaDB/TiDB (``--url``), its own pool (``--concurrency``).
+* ``tidb``      AsyncTiDBSaver on MariaDB/TiDB (``--url``), with the library's default pool.
 * ``postgres``  AsyncPostgresSaver over a psycopg AsyncConnectionPool (``--pg-url``), same size.
 * ``memory``    InMemorySaver: the upper bound (no I/O).
 * ``mysql``     langgraph-checkpoint-mysql's AIOMySQLSaver, if installed: reported as it runs
@@ -44,6 +44,7 @@ from _common import (
     median,
     note,
     percentile,
+    postgres_pool,
     quiet_library_noise,
     render_table,
     safe_url,
@@ -88,55 +89,26 @@ def build_graph(saver: BaseCheckpointSaver[Any]) -> Any:
 async def tidb_saver(args: argparse.Namespace, token: str) -> AsyncIterator[Any]:
     from tidb_memory import AsyncTiDBSaver
 
-    saver = AsyncTiDBSaver(
-        args.url,
-        table_prefix=f"bench_{token}_cp",
-        engine_args={"pool_size": args.concurrency, "max_overflow": 0},
-    )
+    saver = AsyncTiDBSaver(args.url, table_prefix=f"bench_{token}_cp")  # default settings
     await saver.asetup()
     try:
         yield saver
     finally:
         t = saver.tables
         async with saver.db.connection() as conn:
-            for name in (t.checkpoints, t.blobs, t.writes, t.migrations):
+            for name in (t.checkpoints, t.blobs, t.writes, t.migrations, t.threads):
                 await conn.execute(f"DROP TABLE IF EXISTS {name}", ())
         await saver.db.aclose()
 
 
 @asynccontextmanager
 async def postgres_saver(args: argparse.Namespace, token: str) -> AsyncIterator[Any]:
-    import psycopg
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-    from psycopg.rows import dict_row
-    from psycopg_pool import AsyncConnectionPool
 
-    schema = f"bench_{token}"
-    async with await psycopg.AsyncConnection.connect(args.pg_url, autocommit=True) as admin:
-        await admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        pool = AsyncConnectionPool(
-            args.pg_url,
-            min_size=args.concurrency,
-            max_size=args.concurrency,
-            open=False,
-            kwargs={
-                "autocommit": True,
-                "prepare_threshold": 0,
-                "row_factory": dict_row,
-                "options": f"-c search_path={schema}",
-            },
-        )
-        await pool.open(wait=True)
-        try:
-            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
-            await saver.setup()
-            yield saver
-        finally:
-            await pool.close()
-    finally:
-        async with await psycopg.AsyncConnection.connect(args.pg_url, autocommit=True) as admin:
-            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    async with postgres_pool(args.pg_url, args.concurrency, f"bench_{token}") as pool:
+        saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        await saver.setup()
+        yield saver
 
 
 @asynccontextmanager
@@ -193,6 +165,7 @@ FACTORIES: dict[str, Callable[[argparse.Namespace, str], Any]] = {
 class Result:
     name: str
     rounds: list[float] = field(default_factory=list)  # turns/s per round
+    cpu_us: list[float] = field(default_factory=list)  # client CPU per turn, per round
     latencies_ms: list[float] = field(default_factory=list)
     error: str | None = None
 
@@ -263,14 +236,20 @@ async def amain(args: argparse.Namespace) -> int:
             for name in live if round_no % 2 == 0 else list(reversed(live)):
                 if results[name].error is not None:
                     continue
+                cpu = time.process_time()
                 try:
                     rate = await run_round(graphs[name], args, round_no, results[name].latencies_ms)
                 except Exception as exc:
                     results[name].error = f"{type(exc).__name__}: {exc}"
                     note(f"[{name}] failed: {results[name].error}")
                     continue
+                cpu_us = 1e6 * (time.process_time() - cpu) / (args.threads * args.turns)
                 results[name].rounds.append(rate)
-                note(f"round {round_no + 1}/{args.rounds} {name}: {rate:,.1f} turns/s")
+                results[name].cpu_us.append(cpu_us)
+                emit(
+                    f"round {round_no + 1}/{args.rounds} {name:8} {rate:8,.1f} turns/s  "
+                    f"cpu {cpu_us:6,.0f} us/turn"
+                )
     report(args, results)
     return 0
 
@@ -320,6 +299,7 @@ def report(args: argparse.Namespace, results: dict[str, Result]) -> None:
                 fmt_num(rate) if rate else "-",
                 fmt_num(percentile(lat, 50), 2) if lat else "-",
                 fmt_num(percentile(lat, 99), 2) if lat else "-",
+                fmt_num(median(r.cpu_us), 0) if r.cpu_us else "-",
                 f"{vs_pg:.2f}x" if vs_pg else "-",
                 f"{vs_mem:.2f}x" if vs_mem else "-",
                 "ok" if r.error is None else f"FAILED: {r.error[:90]}",
@@ -327,15 +307,26 @@ def report(args: argparse.Namespace, results: dict[str, Result]) -> None:
         )
     emit(
         render_table(
-            ["saver", "turns/s", "p50 ms", "p99 ms", "vs postgres", "vs memory", "status"],
+            [
+                "saver",
+                "turns/s",
+                "p50 ms",
+                "p99 ms",
+                "cpu us/turn",
+                "vs postgres",
+                "vs memory",
+                "status",
+            ],
             rows,
         )
     )
-    if pg is not None and pg.rounds:
+    for base in (pg, mem):
+        if base is None or not base.rounds:
+            continue
         for r in results.values():
-            ratios = per_round(r, pg)
-            if r is not pg and ratios:
-                emit(f"{r.name} / postgres per round: " + ", ".join(f"{x:.2f}" for x in ratios))
+            ratios = per_round(r, base)
+            if r is not base and ratios:
+                emit(f"{r.name} / {base.name} per round: " + ", ".join(f"{x:.2f}" for x in ratios))
 
 
 def per_round(result: Result, base: Result | None) -> list[float]:

@@ -2,12 +2,21 @@
 
 A turn is what a web backend does per request: build the history object, read the whole
 session, append ``[HumanMessage, AIMessage]``. Every implementation runs the same workload
-(``--sessions`` x ``--turns``, ``--concurrency`` turns in flight) on its own prefilled table;
-implementations run alternately (A B C A B C ...) for ``--rounds`` rounds in one process, each
-round on fresh session ids, and the table reports median turns/s over rounds plus p50/p99 turn
-latency over all rounds. See benchmarks/README.md.
+(``--sessions`` x ``--turns``, ``--concurrency`` turns in flight) on its own table, which holds
+``--prefill-rows`` unrelated rows. It runs for every combination of
 
-Run:  python benchmarks/turns.py [--only floor,lc-sql-async] [--json]
+* a workload: ``empty`` (sessions start empty) or ``prefilled`` (each session starts with 20
+  stored messages, written before the clock starts), and
+* a message shape: ``plain`` (text only) or ``rich`` (AI replies with an id, usage and response
+  metadata, and every 7th with a tool call).
+
+Implementations run alternately (A B C A B C ...) for ``--rounds`` rounds in one process, each
+round on fresh session ids; tidb-memory runs with its defaults (no ``engine_args``). The tables
+report median turns/s over rounds, p50/p99 turn latency, the median of per-round ratios to the
+floor, client CPU per turn and new server connections per 1,000 turns. Every round is printed.
+See benchmarks/README.md.
+
+Run:  python benchmarks/turns.py [--only floor,tidb-memory-async] [--workload empty] [--json]
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
@@ -34,6 +43,7 @@ from _common import (
     ErrorCounter,
     bulk_insert,
     collect,
+    connections_opened,
     default_url,
     drop_run_tables,
     dump_message,
@@ -45,6 +55,7 @@ from _common import (
     median,
     note,
     percentile,
+    plain_pair,
     quiet_library_noise,
     raw_pool,
     render_table,
@@ -62,12 +73,15 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messag
 
 quiet_library_noise()
 
-PREFILL_MESSAGES_PER_SESSION = 20
+PREFILL_MESSAGES_PER_SESSION = 20  # unrelated prefill sessions, and timed sessions of "prefilled"
 DISTINCT_PAIRS = 499  # message pairs are drawn (and deep-copied) from this many distinct ones
 WARM_TURNS = 2  # warm-up: `concurrency` throw-away sessions x WARM_TURNS, before every slot
 MONITOR_INTERVAL_S = 0.1
 
 ALL_IMPLS = ("floor", "tidb-memory-async", "tidb-memory-sync", "lc-sql-async", "lc-tidb-threads")
+DEFAULT_IMPLS = ("floor", "tidb-memory-async", "tidb-memory-sync")
+WORKLOADS = ("empty", "prefilled")
+SHAPES = ("plain", "rich")
 
 Pair = tuple[HumanMessage, AIMessage]
 
@@ -82,11 +96,16 @@ class Config:
     rounds: int
     slow_sessions: int
     slow_turns: int
+    workloads: tuple[str, ...] = WORKLOADS
+    shapes: tuple[str, ...] = SHAPES
+    tm_engine_args: dict[str, Any] | None = None
 
 
 @dataclass
 class RunResult:
     round: int
+    workload: str
+    shape: str
     sessions: int
     turns_per_session: int
     turns: int
@@ -95,6 +114,7 @@ class RunResult:
     errors: int
     first_error: str | None
     peak_conns: int
+    new_conns: int  # the server's Connections delta while timing
     latencies_ms: list[float] = field(repr=False)
 
     @property
@@ -119,6 +139,10 @@ class Impl(ABC):
 
     @abstractmethod
     async def prepare(self, admin: Any, prefill: Prefill) -> None: ...
+
+    @abstractmethod
+    async def seed(self, admin: Any, sessions: list[tuple[str, list[BaseMessage]]]) -> None:
+        """Store ``sessions`` before the clock starts (the ``prefilled`` workload)."""
 
     async def open(self) -> None:
         """Create pools/engines for one measured slot (they are warmed by the driver)."""
@@ -193,6 +217,15 @@ class Floor(AsyncImpl):
         self.select_sql = FLOOR_SELECT.format(table=self.table)
         self.insert_sql = FLOOR_INSERT.format(table=self.table)
 
+    async def seed(self, admin: Any, sessions: list[tuple[str, list[BaseMessage]]]) -> None:
+        now = utcnow_naive()
+        rows = [
+            (sid, seq, dump_message(m), now)
+            for sid, msgs in sessions
+            for seq, m in enumerate(msgs, start=1)
+        ]
+        await bulk_insert(admin, self.insert_sql, rows)
+
     async def open(self) -> None:
         self.pool = await raw_pool(self.cfg.url, self.cfg.concurrency)
 
@@ -217,6 +250,12 @@ class Floor(AsyncImpl):
         return len(messages)
 
 
+async def _seed_lc(admin: Any, table: str, sessions: list[tuple[str, list[BaseMessage]]]) -> None:
+    """Rows of the langchain-community tables: ``(session_id, message)``, in order."""
+    rows = [(sid, dump_message(m)) for sid, msgs in sessions for m in msgs]
+    await bulk_insert(admin, f"INSERT INTO {table} (session_id, message) VALUES (%s, %s)", rows)
+
+
 class LcSqlAsync(AsyncImpl):
     """langchain-community SQLChatMessageHistory on one shared AsyncEngine, new object per turn."""
 
@@ -234,6 +273,9 @@ class LcSqlAsync(AsyncImpl):
         rows = [(sid, msg) for sid, _seq, msg in prefill.rows()]
         sql = f"INSERT INTO {self.table} (session_id, message) VALUES (%s, %s)"
         await bulk_insert(admin, sql, rows)
+
+    async def seed(self, admin: Any, sessions: list[tuple[str, list[BaseMessage]]]) -> None:
+        await _seed_lc(admin, self.table, sessions)
 
     def _history(self, session_id: str, engine: Any) -> Any:
         from langchain_community.chat_message_histories import SQLChatMessageHistory
@@ -292,6 +334,9 @@ class LcTiDBThreads(SyncImpl):
         await bulk_insert(admin, sql, rows)
         self.take_logged_errors()
 
+    async def seed(self, admin: Any, sessions: list[tuple[str, list[BaseMessage]]]) -> None:
+        await _seed_lc(admin, self.table, sessions)
+
     async def close(self) -> None:
         collect()  # its per-object engines keep connections open until garbage-collected
 
@@ -310,12 +355,12 @@ class LcTiDBThreads(SyncImpl):
 
 
 class _TiDBMemory(Impl):
-    """The package under test; API per the speed issue (imported lazily)."""
+    """The package under test, with its defaults unless ``--tm-engine-args`` (imported lazily)."""
 
     def __init__(self, cfg: Config, token: str, module: ModuleType) -> None:
         super().__init__(cfg, token)
         self.tm = module
-        self.engine_args = {"pool_size": cfg.concurrency, "max_overflow": 0}
+        self.engine_args = cfg.tm_engine_args
 
     def _history(self, session_id: str) -> Any:
         return self.tm.AsyncTiDBChatMessageHistory(
@@ -335,6 +380,15 @@ class _TiDBMemory(Impl):
         finally:
             await self.tm.aclose_all()
 
+    async def seed(self, admin: Any, sessions: list[tuple[str, list[BaseMessage]]]) -> None:
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def one(session_id: str, messages: list[BaseMessage]) -> None:
+            async with sem:
+                await self._history(session_id).aadd_messages(messages)
+
+        await asyncio.gather(*(one(sid, msgs) for sid, msgs in sessions))
+
     async def close(self) -> None:
         await self.tm.aclose_all()
 
@@ -353,6 +407,14 @@ class TiDBMemoryAsync(_TiDBMemory, AsyncImpl):
 class TiDBMemorySync(_TiDBMemory, SyncImpl):
     name = "tidb-memory-sync"
     slug = "tmsync"
+
+    async def seed(self, admin: Any, sessions: list[tuple[str, list[BaseMessage]]]) -> None:
+        # Through the sync face, so only the pool the timed turns use is opened.
+        def write() -> None:
+            for sid, msgs in sessions:
+                self._history(sid).add_messages(msgs)
+
+        await asyncio.to_thread(write)
 
     def run_turn(self, session_id: str, human: HumanMessage, ai: AIMessage) -> int:
         history = self._history(session_id)
@@ -382,8 +444,8 @@ class Tally:
                     self.first_error = error
 
 
-def _check(read: int, turn: int) -> str | None:
-    expected = 2 * turn
+def _check(read: int, turn: int, base: int) -> str | None:
+    expected = base + 2 * turn
     return None if read == expected else f"read {read} messages, expected {expected}"
 
 
@@ -392,7 +454,7 @@ def _describe(exc: BaseException) -> str:
 
 
 async def drive_async(
-    impl: AsyncImpl, sids: list[str], pairs: list[list[Pair]], conc: int
+    impl: AsyncImpl, sids: list[str], pairs: list[list[Pair]], conc: int, base: int
 ) -> Tally:
     """`conc` workers; a session's turns run in order, sessions round-robin through a queue."""
     tally = Tally()
@@ -408,7 +470,7 @@ async def drive_async(
             human, ai = pairs[i][k]
             t0 = time.perf_counter()
             try:
-                error = _check(await impl.run_turn(sids[i], human, ai), k)
+                error = _check(await impl.run_turn(sids[i], human, ai), k, base)
             except Exception as exc:
                 error = _describe(exc)
             tally.record(time.perf_counter() - t0, error)
@@ -425,7 +487,12 @@ async def drive_async(
 
 
 def drive_sync(
-    impl: SyncImpl, sids: list[str], pairs: list[list[Pair]], pool: ThreadPoolExecutor, conc: int
+    impl: SyncImpl,
+    sids: list[str],
+    pairs: list[list[Pair]],
+    pool: ThreadPoolExecutor,
+    conc: int,
+    base: int,
 ) -> Tally:
     """Same scheduling as `drive_async`, with `conc` threads of a ThreadPoolExecutor."""
     tally = Tally()
@@ -441,7 +508,7 @@ def drive_sync(
             human, ai = pairs[i][k]
             t0 = time.perf_counter()
             try:
-                error = _check(impl.run_turn(sids[i], human, ai), k)
+                error = _check(impl.run_turn(sids[i], human, ai), k, base)
             except Exception as exc:
                 error = _describe(exc)
             tally.record(time.perf_counter() - t0, error)
@@ -460,22 +527,39 @@ def drive_sync(
     return tally
 
 
+Scenario = tuple[str, str]  # (workload, shape)
+
+
 class Bench:
-    def __init__(self, cfg: Config, admin: Admin, base_pairs: list[Pair]) -> None:
+    def __init__(self, cfg: Config, admin: Admin, pairs: dict[str, list[Pair]]) -> None:
         self.cfg = cfg
         self.admin = admin
-        self.base_pairs = base_pairs
+        self.pairs = pairs
 
-    def workload(self, impl: Impl, tag: str, sessions: int, turns: int) -> tuple[list[str], Any]:
+    def workload(
+        self, impl: Impl, tag: str, sessions: int, turns: int, shape: str
+    ) -> tuple[list[str], Any]:
         sids = [f"{impl.slug}-{tag}-{uuid.uuid4()}" for _ in range(sessions)]
+        base = self.pairs[shape]
         pairs = []
         for i in range(sessions):
             row = []
             for k in range(turns):
-                human, ai = self.base_pairs[(i * turns + k) % len(self.base_pairs)]
+                human, ai = base[(i * turns + k) % len(base)]
                 row.append((human.model_copy(deep=True), ai.model_copy(deep=True)))
             pairs.append(row)
         return sids, pairs
+
+    def history_of(self, sids: list[str], shape: str) -> list[tuple[str, list[BaseMessage]]]:
+        """The 20 messages each session of the ``prefilled`` workload starts with."""
+        base = self.pairs[shape]
+        out = []
+        for i, sid in enumerate(sids):
+            msgs: list[BaseMessage] = []
+            for k in range(PREFILL_MESSAGES_PER_SESSION // 2):
+                msgs.extend(base[(7 * i + k) % len(base)])
+            out.append((sid, msgs))
+        return out
 
     async def _drive(
         self,
@@ -483,12 +567,13 @@ class Bench:
         sids: list[str],
         pairs: list[list[Pair]],
         pool: ThreadPoolExecutor | None,
+        base: int,
     ) -> Tally:
         conc = self.cfg.concurrency
         if isinstance(impl, AsyncImpl):
-            return await drive_async(impl, sids, pairs, conc)
+            return await drive_async(impl, sids, pairs, conc, base)
         assert isinstance(impl, SyncImpl) and pool is not None
-        return await asyncio.to_thread(drive_sync, impl, sids, pairs, pool, conc)
+        return await asyncio.to_thread(drive_sync, impl, sids, pairs, pool, conc, base)
 
     async def _monitor(self, stop: asyncio.Event) -> int:
         peak = 0
@@ -501,8 +586,8 @@ class Bench:
                 await asyncio.wait_for(stop.wait(), MONITOR_INTERVAL_S)
         return peak
 
-    async def slot(self, impl: Impl, rnd: int) -> RunResult:
-        """open -> warm -> timed workload -> close, for one implementation in one round."""
+    async def slot(self, impl: Impl, rnd: int, workload: str, shape: str) -> RunResult:
+        """open -> warm (-> seed) -> timed workload -> close, for one implementation."""
         cfg = self.cfg
         sessions, turns = (
             (cfg.slow_sessions, cfg.slow_turns) if impl.slow else (cfg.sessions, cfg.turns)
@@ -515,21 +600,27 @@ class Bench:
         )
         await impl.open()
         try:
-            wsids, wpairs = self.workload(impl, f"warm{rnd}", cfg.concurrency, WARM_TURNS)
-            warm = await self._drive(impl, wsids, wpairs, pool)
+            wsids, wpairs = self.workload(impl, f"warm{rnd}", cfg.concurrency, WARM_TURNS, shape)
+            warm = await self._drive(impl, wsids, wpairs, pool, 0)
             if warm.errors:
                 note(f"  {impl.name}: {warm.errors} warm-up errors, first: {warm.first_error}")
             impl.take_logged_errors()
 
-            sids, pairs = self.workload(impl, f"r{rnd}", sessions, turns)
+            sids, pairs = self.workload(impl, f"r{rnd}", sessions, turns, shape)
+            base = 0
+            if workload == "prefilled":
+                await impl.seed(await self.admin.conn(), self.history_of(sids, shape))
+                base = PREFILL_MESSAGES_PER_SESSION
             collect()
+            opened = await connections_opened(await self.admin.conn())
             stop = asyncio.Event()
             monitor = asyncio.create_task(self._monitor(stop))
             cpu0, t0 = time.process_time(), time.perf_counter()
-            tally = await self._drive(impl, sids, pairs, pool)
+            tally = await self._drive(impl, sids, pairs, pool, base)
             elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             stop.set()
             peak = await monitor
+            opened = await connections_opened(await self.admin.conn()) - opened
         finally:
             await impl.close()
             if pool is not None:
@@ -538,6 +629,8 @@ class Bench:
         first = tally.first_error or (f"logged: {logged_first}" if logged_first else None)
         return RunResult(
             round=rnd,
+            workload=workload,
+            shape=shape,
             sessions=sessions,
             turns_per_session=turns,
             turns=sessions * turns,
@@ -546,6 +639,7 @@ class Bench:
             errors=tally.errors + logged,
             first_error=first,
             peak_conns=peak,
+            new_conns=opened,
             latencies_ms=tally.latencies_ms,
         )
 
@@ -556,6 +650,7 @@ class Bench:
 def summarise(
     cfg: Config, impls: list[Impl], results: dict[str, list[RunResult]]
 ) -> list[dict[str, Any]]:
+    """One row per implementation, for the results of one scenario."""
     floor = results.get("floor")
     floor_tps = median([r.turns_per_s for r in floor]) if floor else None
     floor_by_round = {r.round: r.turns_per_s for r in floor or []}
@@ -568,7 +663,7 @@ def summarise(
         tps = median([r.turns_per_s for r in runs])
         total_turns = sum(r.turns for r in runs)
         first_errors = [r.first_error for r in runs if r.first_error]
-        # Paired per round (the floor ran minutes apart at most), then the median: robust to
+        # Paired per round (the floor ran seconds apart at most), then the median: robust to
         # the machine getting slower or faster during the run.
         paired = [
             r.turns_per_s / floor_by_round[r.round] for r in runs if r.round in floor_by_round
@@ -577,6 +672,8 @@ def summarise(
             {
                 "implementation": impl.name,
                 "mode": impl.mode,
+                "workload": runs[0].workload,
+                "shape": runs[0].shape,
                 "sessions": runs[0].sessions,
                 "turns_per_session": runs[0].turns_per_session,
                 "capped": impl.slow
@@ -588,7 +685,9 @@ def summarise(
                 "ratio_to_floor": median(paired) if paired else None,
                 "ratio_to_floor_rounds": paired,
                 "ratio_of_medians": tps / floor_tps if floor_tps else None,
-                "cpu_ms_per_turn": 1000.0 * sum(r.cpu_s for r in runs) / total_turns,
+                "cpu_us_per_turn": 1e6 * sum(r.cpu_s for r in runs) / total_turns,
+                "cpu_us_per_turn_rounds": [1e6 * r.cpu_s / r.turns for r in runs],
+                "new_conns_per_1k_turns": 1000.0 * sum(r.new_conns for r in runs) / total_turns,
                 "peak_server_conns": max(r.peak_conns for r in runs),
                 "errors": sum(r.errors for r in runs),
                 "first_error": first_errors[0] if first_errors else None,
@@ -597,20 +696,17 @@ def summarise(
     return rows
 
 
-def print_table(
-    cfg: Config, rows: list[dict[str, Any]], skipped: dict[str, str], failures: list[str]
-) -> None:
+def print_table(cfg: Config, rows: list[dict[str, Any]]) -> None:
     headers = [
         "implementation",
-        "mode",
         "workload",
         "turns/s",
-        "per round",
         "p50 ms",
         "p99 ms",
         "x floor",
-        "cpu ms/turn",
-        "conns",
+        "x floor per round",
+        "cpu us/turn",
+        "new conns/1k",
         "errors",
     ]
     body = []
@@ -619,38 +715,47 @@ def print_table(
         body.append(
             [
                 r["implementation"],
-                r["mode"],
                 workload,
                 fmt_num(r["turns_per_s"]),
-                " / ".join(f"{x:.0f}" for x in r["turns_per_s_rounds"]),
                 fmt_num(r["p50_ms"]),
                 fmt_num(r["p99_ms"]),
-                fmt_num(r["ratio_to_floor"], 3),
-                fmt_num(r["cpu_ms_per_turn"], 2),
-                str(r["peak_server_conns"]),
+                fmt_num(r["ratio_to_floor"], 2),
+                " ".join(f"{x:.2f}" for x in r["ratio_to_floor_rounds"]),
+                fmt_num(r["cpu_us_per_turn"], 0),
+                fmt_num(r["new_conns_per_1k_turns"], 1),
                 str(r["errors"]),
             ]
         )
     emit(render_table(headers, body))
-    emit()
-    emit(
-        f"{cfg.rounds} round(s), implementations alternating within each round; concurrency "
-        f"{cfg.concurrency}; {cfg.prefill_rows} prefill rows per table. turns/s = median over "
-        "rounds; p50/p99 = per-turn latency pooled over rounds; x floor = median over rounds of "
-        "(turns/s / floor turns/s of the same round);"
-    )
-    emit(
-        "cpu ms/turn = this process's CPU time / turns; conns = peak server Threads_connected "
-        "while timing (includes the monitor's own connection)."
-    )
-    if any(r["capped"] for r in rows):  # only set when the cap actually shrank the workload
+    for r in rows:
         emit(
-            f"* capped by --slow-cap to {cfg.slow_sessions} sessions x {cfg.slow_turns} turns: "
-            "it is too slow for the full workload; its turns/s is still comparable per turn."
+            f"  {r['implementation']} turns/s per round: "
+            + " / ".join(f"{x:.0f}" for x in r["turns_per_s_rounds"])
+            + "; cpu us/turn per round: "
+            + " / ".join(f"{x:.0f}" for x in r["cpu_us_per_turn_rounds"])
         )
     for r in rows:
         if r["errors"]:
             emit(f"! {r['implementation']}: {r['errors']} errors, first: {r['first_error']}")
+
+
+def print_legend(cfg: Config, failures: list[str], skipped: dict[str, str]) -> None:
+    emit(
+        f"{cfg.rounds} round(s), implementations alternating within each round; concurrency "
+        f"{cfg.concurrency}; {cfg.prefill_rows} unrelated rows per table; tidb-memory engine_args "
+        f"{cfg.tm_engine_args or 'none (defaults)'}."
+    )
+    emit(
+        "turns/s = median over rounds; p50/p99 = per-turn latency pooled over rounds; x floor = "
+        "median over rounds of (turns/s / floor turns/s of the same round); cpu us/turn = this "
+        "process's CPU time / turns; new conns/1k = the server's Connections delta while timing "
+        "per 1,000 turns (any client of the server counts)."
+    )
+    if cfg.slow_sessions != cfg.sessions or cfg.slow_turns != cfg.turns:
+        emit(
+            f"* capped by --slow-cap to {cfg.slow_sessions} sessions x {cfg.slow_turns} turns "
+            "(where marked): too slow for the full workload; turns/s is still comparable."
+        )
     for failure in failures:
         emit(f"! slot failed (not in the numbers): {failure}")
     for name, why in skipped.items():
@@ -684,12 +789,16 @@ def build_impls(cfg: Config, token: str, only: list[str], skipped: dict[str, str
     return impls
 
 
-async def amain(args: argparse.Namespace) -> int:
-    only = [n.strip() for n in args.only.split(",")] if args.only else list(ALL_IMPLS)
-    unknown = [n for n in only if n not in ALL_IMPLS]
+def _choices(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    chosen = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in allowed]
     if unknown:
-        raise SystemExit(f"unknown implementation(s) {unknown}; choose from {list(ALL_IMPLS)}")
-    only = [n for n in ALL_IMPLS if n in only]  # canonical order
+        raise SystemExit(f"unknown {what}(s) {unknown}; choose from {list(allowed)}")
+    return tuple(n for n in allowed if n in chosen)  # canonical order
+
+
+async def amain(args: argparse.Namespace) -> int:
+    only = list(_choices(args.only, ALL_IMPLS, "implementation"))
     slow_sessions, slow_turns = args.slow_cap
     cfg = Config(
         url=args.url,
@@ -700,19 +809,25 @@ async def amain(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         slow_sessions=slow_sessions or min(args.sessions, args.concurrency),
         slow_turns=slow_turns or args.turns,
+        workloads=_choices(args.workload, WORKLOADS, "workload"),
+        shapes=_choices(args.shape, SHAPES, "shape"),
+        tm_engine_args=json.loads(args.tm_engine_args) if args.tm_engine_args else None,
     )
+    if not any(n == "lc-tidb-threads" for n in only):
+        cfg = replace(cfg, slow_sessions=cfg.sessions, slow_turns=cfg.turns)
     token = run_token()
     skipped: dict[str, str] = {}
     impls = build_impls(cfg, token, only, skipped)
     admin = Admin(cfg.url)
     server = await server_version(await admin.conn())
     note(f"server {server}; tables {table_name(token, '*')}")
-    results: dict[str, list[RunResult]] = {}
+    scenarios: list[Scenario] = [(w, s) for w in cfg.workloads for s in cfg.shapes]
+    results: dict[Scenario, dict[str, list[RunResult]]] = {sc: {} for sc in scenarios}
     failures: list[str] = []
+    ready: list[Impl] = []
     try:
-        base_pairs = [turn_pair(seed) for seed in range(DISTINCT_PAIRS)]
-        prefill = Prefill(cfg.prefill_rows, token, base_pairs)
-        ready: list[Impl] = []
+        rich = [turn_pair(seed) for seed in range(DISTINCT_PAIRS)]
+        prefill = Prefill(cfg.prefill_rows, token, rich)
         for impl in impls:
             t0 = time.perf_counter()
             try:
@@ -724,22 +839,26 @@ async def amain(args: argparse.Namespace) -> int:
             note(f"prepared {impl.name} ({time.perf_counter() - t0:.1f}s)")
             ready.append(impl)
         del prefill  # keep the heap small: GC pressure changes how fast lc-tidb leaks
-        bench = Bench(cfg, admin, base_pairs)
+        pairs = {"rich": rich, "plain": [plain_pair(seed) for seed in range(DISTINCT_PAIRS)]}
+        bench = Bench(cfg, admin, pairs)
         for rnd in range(cfg.rounds):
-            for impl in ready:
-                try:
-                    res = await bench.slot(impl, rnd)
-                except Exception as exc:
-                    failures.append(f"round {rnd + 1} {impl.name}: {_describe(exc)}")
-                    note(f"slot failed: {failures[-1]}")
-                    continue
-                results.setdefault(impl.name, []).append(res)
-                note(
-                    f"round {rnd + 1}/{cfg.rounds} {impl.name:18} {res.turns_per_s:9.1f} turns/s"
-                    f"  p50 {percentile(res.latencies_ms, 50):7.1f} ms  errors {res.errors}"
-                    f"  peak conns {res.peak_conns}"
-                    + (f"  first error: {res.first_error}" if res.first_error else "")
-                )
+            for workload, shape in scenarios:
+                for impl in ready:
+                    label = f"round {rnd + 1}/{cfg.rounds} {workload:9} {shape:5} {impl.name:18}"
+                    try:
+                        res = await bench.slot(impl, rnd, workload, shape)
+                    except Exception as exc:
+                        failures.append(f"{label}: {_describe(exc)}")
+                        note(f"slot failed: {failures[-1]}")
+                        continue
+                    results[(workload, shape)].setdefault(impl.name, []).append(res)
+                    emit(
+                        f"{label} {res.turns_per_s:8.1f} turns/s  cpu "
+                        f"{1e6 * res.cpu_s / res.turns:6.0f} us/turn  p50 "
+                        f"{percentile(res.latencies_ms, 50):6.1f} ms  new conns {res.new_conns}"
+                        f"  errors {res.errors}"
+                        + (f"  first error: {res.first_error}" if res.first_error else "")
+                    )
     finally:
         try:
             dropped = await drop_run_tables(await admin.conn(), token)
@@ -750,29 +869,39 @@ async def amain(args: argparse.Namespace) -> int:
             note(f"could not drop tables {table_name(token, '*')}: {_describe(exc)}")
         admin.close()
 
-    rows = summarise(cfg, ready, results)
+    tables = {sc: summarise(cfg, ready, results[sc]) for sc in scenarios}
     if args.json:
         doc = {
             "benchmark": "turns",
             "config": asdict(cfg) | {"url": safe_url(cfg.url)},
             "server": server,
             "versions": versions(),
-            "rows": rows,
+            "scenarios": [
+                {"workload": w, "shape": s, "rows": tables[(w, s)]} for w, s in scenarios
+            ],
             "skipped": skipped,
             "failed_slots": failures,
-            "runs": {
-                name: [
-                    asdict(r) | {"latencies_ms": None, "turns_per_s": r.turns_per_s} for r in runs
-                ]
-                for name, runs in results.items()
-            },
+            "runs": [
+                asdict(r) | {"implementation": name, "latencies_ms": None}
+                for sc in scenarios
+                for name, runs in results[sc].items()
+                for r in runs
+            ],
         }
         emit(json.dumps(doc, indent=2))
     else:
-        emit(f"turns benchmark - server {server}")
         emit()
-        print_table(cfg, rows, skipped, failures)
-    return 1 if failures or any(r["errors"] for r in rows) else 0
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        emit(f"turns benchmark - server {server} - {when}")
+        for workload, shape in scenarios:
+            emit()
+            start = "start empty" if workload == "empty" else "start with 20 messages"
+            emit(f"== sessions {start}, {shape} messages")
+            print_table(cfg, tables[(workload, shape)])
+        emit()
+        print_legend(cfg, failures, skipped)
+    bad = any(r["errors"] for rows in tables.values() for r in rows)
+    return 1 if failures or bad else 0
 
 
 def _slow_cap(text: str) -> tuple[int, int]:
@@ -796,7 +925,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--concurrency",
         type=int,
         default=32,
-        help="turns in flight = pool size = threads (%(default)s)",
+        help="turns in flight = the floor's pool size = threads (%(default)s)",
     )
     p.add_argument(
         "--prefill-rows",
@@ -804,8 +933,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=20000,
         help="rows written to each table before timing (%(default)s)",
     )
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (%(default)s)")
-    p.add_argument("--only", help=f"comma-separated subset of: {','.join(ALL_IMPLS)}")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds (%(default)s)")
+    p.add_argument(
+        "--only",
+        default=",".join(DEFAULT_IMPLS),
+        help=f"comma-separated subset of: {','.join(ALL_IMPLS)} (default %(default)s)",
+    )
+    p.add_argument(
+        "--workload",
+        default=",".join(WORKLOADS),
+        help="sessions start empty, or with 20 stored messages (default %(default)s)",
+    )
+    p.add_argument(
+        "--shape",
+        default=",".join(SHAPES),
+        help="plain text messages, or AI replies with metadata and tool calls "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--tm-engine-args",
+        metavar="JSON",
+        help='tidb-memory engine_args, e.g. \'{"pool_size": 32, "max_overflow": 0}\' '
+        "(default: none, the library's defaults)",
+    )
     p.add_argument(
         "--slow-cap",
         type=_slow_cap,

@@ -245,7 +245,7 @@ async def check_threads(
 async def drop_tables(saver: AsyncTiDBSaver) -> None:
     t = saver.tables
     async with saver.db.connection() as conn:
-        for name in (t.checkpoints, t.blobs, t.writes, t.migrations):
+        for name in (t.checkpoints, t.blobs, t.writes, t.migrations, t.threads):
             await conn.execute(f"DROP TABLE IF EXISTS {name}", ())
 
 
@@ -514,3 +514,154 @@ async def test_acknowledged_checkpoints_survive_proxy_cuts(
             f"[checkpoint cuts, durability={durability}] ambiguous upserts committed but cut: "
             f"{len(ambiguous)}, each acknowledged once and stored once"
         )
+
+
+# --- retention operations under cuts --------------------------------------------------------
+
+RETENTION_THREADS = 12
+RETENTION_STEPS = 10
+
+
+def retention_kind(saver: AsyncTiDBSaver, text: str) -> str:
+    """What a retention statement the proxy saw is, from its SQL text."""
+    if text.startswith("DELETE FROM"):
+        return "delete"
+    if text.startswith("INSERT INTO") and " SELECT " in text:
+        return "copy insert"
+    if text.startswith("SELECT") and f"`{saver.tables.checkpoints}`" in text:
+        return "retention read"
+    return "other"
+
+
+async def snapshot(saver: AsyncTiDBSaver, thread_id: str) -> list[Any]:
+    return [
+        (t.config["configurable"]["checkpoint_id"], t.checkpoint, t.metadata, t.pending_writes)
+        async for t in saver.alist(thread_config(thread_id))
+    ]
+
+
+async def row_count(server: ThrowawayMariaDB, table: str, thread_id: str) -> int:
+    sql = f"SELECT COUNT(*) FROM `{table}` WHERE thread_id = %s"
+    return int(server.sync_query(sql, (thread_id,))[0][0])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_prune_copy_and_delete_runs_survive_proxy_cuts(
+    server: ThrowawayMariaDB, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every retention operation, with sockets cut before its requests, after them (the
+    statement ran, the client never heard) and in the middle of its reads: each finishes
+    through the retry policy, and the result is exactly what an undisturbed run gives."""
+    prefix = "cpr_" + uuid.uuid4().hex[:10]
+    threads = [f"ret-{uuid.uuid4().hex[:8]}-{i}" for i in range(RETENTION_THREADS)]
+    direct = AsyncTiDBSaver(server.url, table_prefix=prefix)
+    await direct.asetup()
+    graph = looping_graph(direct, RETENTION_STEPS)
+    for thread_id in threads:
+        config: Any = {
+            "configurable": {"thread_id": thread_id},
+            "metadata": {"run_id": f"run-{thread_id}"},
+            "recursion_limit": RETENTION_STEPS + 10,
+        }
+        await graph.ainvoke({"count": 0, "trail": []}, config)
+    copy, prune, runs, delete = (threads[i : i + 3] for i in range(0, 12, 3))
+    before = {t: await snapshot(direct, t) for t in threads}
+    assert all(len(s) == RETENTION_STEPS + 2 for s in before.values())
+    retry = RetryPolicy(attempts=40, deadline=30.0, base_delay=0.002, max_delay=0.1)
+    rng = random.Random(13)
+    plan = [
+        (CutMode.AFTER_REQUEST, "delete", 8, 6),
+        (CutMode.AFTER_REQUEST, "copy insert", 8, 6),
+        (CutMode.BEFORE_REQUEST, "delete", 4, 6),
+        (CutMode.BEFORE_REQUEST, "copy insert", 4, 6),
+        (CutMode.DURING_REPLY, "retention read", 4, 3),
+    ]
+    async with FaultProxy(server.host, server.port) as proxy:
+        saver = AsyncTiDBSaver(proxy.url(), table_prefix=prefix, retry=retry)
+        saver.delete_batch = 2  # many small batches: many statements to cut
+
+        def fired() -> Counter[tuple[CutMode | None, str]]:
+            return Counter(
+                (c.mode, retention_kind(saver, c.text)) for c in proxy.cut_log if c.source == "arm"
+            )
+
+        stop = asyncio.Event()
+
+        async def controller() -> None:
+            armed: dict[tuple[CutMode, str], Any] = {}
+            while not stop.is_set():
+                now = fired()
+                for mode, kind, n, skip in plan:
+                    arm = armed.get((mode, kind))
+                    if (arm is not None and not arm.exhausted) or now[(mode, kind)] >= n:
+                        continue
+                    armed[(mode, kind)] = proxy.arm(
+                        mode,
+                        match=lambda text, kind=kind: retention_kind(saver, text) == kind,
+                        skip=rng.randint(0, skip),
+                        reply_bytes=rng.randint(1, 200),
+                    )
+                await asyncio.sleep(0.002)
+            proxy.disarm()
+
+        retries = RetryCounter()
+        with retries.installed():
+            control = asyncio.create_task(controller())
+            try:
+                for rounds in range(20):  # every operation twice at least, until all cuts fired
+                    await asyncio.gather(
+                        *(saver.acopy_thread(t, f"{t}-copy") for t in copy),
+                        saver.aprune(prune, keep=3),
+                        saver.adelete_for_runs([f"run-{t}" for t in runs]),
+                        saver.aprune(delete, strategy="delete"),
+                    )
+                    done = fired()
+                    if rounds >= 1 and all(done[(m, k)] >= n for m, k, n, _ in plan):
+                        break
+            finally:
+                stop.set()
+                await control
+        by_kind = fired()
+        await saver.db.aclose()
+
+    t = direct.tables
+    try:
+        for thread_id in copy:
+            assert await snapshot(direct, f"{thread_id}-copy") == before[thread_id]
+            assert await snapshot(direct, thread_id) == before[thread_id]
+            for table in (t.checkpoints, t.blobs, t.writes):
+                assert await row_count(server, table, f"{thread_id}-copy") == await row_count(
+                    server, table, thread_id
+                )
+        for thread_id in prune:
+            assert await snapshot(direct, thread_id) == before[thread_id][:3]
+            assert await row_count(server, t.writes, thread_id) == sum(
+                len(w) for *_, w in before[thread_id][:3]
+            )
+        for thread_id in [*runs, *delete]:
+            assert await snapshot(direct, thread_id) == []
+            for table in (t.checkpoints, t.blobs, t.writes):
+                assert await row_count(server, table, thread_id) == 0, table
+        for thread_id in delete:
+            assert await direct.aget_thread_info(thread_id) is None
+        for thread_id in runs:  # the thread stays known (owner, title), with no checkpoints
+            info = await direct.aget_thread_info(thread_id)
+            assert info is not None and info.checkpoints == 0
+        for thread_id in copy + prune:
+            info = await direct.aget_thread_info(thread_id)
+            assert info is not None
+            assert info.checkpoints == len(await snapshot(direct, thread_id))
+    finally:
+        await drop_tables(direct)
+        await direct.db.aclose()
+    kinds = ", ".join(f"{m.name} {k}={n}" for (m, k), n in sorted(by_kind.items(), key=str))
+    with capsys.disabled():
+        print(
+            f"\n[retention cuts] copy/prune/delete_for_runs/delete of {RETENTION_THREADS} "
+            f"threads x {RETENTION_STEPS + 2} checkpoints: cuts={sum(by_kind.values())} ({kinds}) "
+            f"retries={retries.retries}; every result equals an undisturbed run"
+        )
+    for mode, kind, n, _ in plan:
+        assert by_kind[(mode, kind)] >= n, (mode, kind, by_kind)
+    assert retries.retries >= 10

@@ -42,7 +42,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def drop_tables(saver: AsyncTiDBSaver) -> None:
     t = saver.tables
     async with saver.db.connection() as conn:
-        for name in (t.checkpoints, t.blobs, t.writes, t.migrations):
+        for name in (t.checkpoints, t.blobs, t.writes, t.migrations, t.threads):
             await conn.execute(f"DROP TABLE IF EXISTS {name}", ())
 
 

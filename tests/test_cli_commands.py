@@ -411,6 +411,19 @@ def test_purge_deletes_old_messages_in_batches(cli: CLI, mysql: Target) -> None:
     assert missing.returncode == 2 and "--older-than" in missing.stderr  # argparse usage
 
 
+@pytest.mark.parametrize(
+    ("older_than", "words"),
+    [
+        ("99999999999999999999d", "too long"),
+        ("9999999999w", "too long"),
+        ("0001-01-01T00:00:00+05:00", "out of range"),
+        ("9999-12-31T23:59:59-05:00", "out of range"),
+    ],
+)
+def test_purge_with_an_extreme_time_is_one_line(cli: CLI, older_than: str, words: str) -> None:
+    one_line_error(cli("purge", "--older-than", older_than), words)
+
+
 # --- migrate ---------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ EXPECTED_ALL = sorted(
     [
         "AsyncTiDBChatMessageHistory",
         "AsyncTiDBSaver",
+        "AsyncTiDBStore",
         "ConfigurationError",
         "ConnectError",
         "DEFAULT_MAX_MESSAGE_BYTES",
@@ -35,6 +36,7 @@ EXPECTED_ALL = sorted(
         "TiDBChatMessageHistory",
         "TiDBMemoryError",
         "TiDBSaver",
+        "TiDBStore",
         "UNSET",
         "__version__",
         "aclose_all",
@@ -44,7 +46,7 @@ EXPECTED_ALL = sorted(
     ]
 )
 #: Exported lazily: they need the [langgraph] extra.
-LAZY = {"AsyncTiDBSaver", "TiDBSaver"}
+LAZY = {"AsyncTiDBSaver", "AsyncTiDBStore", "TiDBSaver", "TiDBStore"}
 
 
 def test_all_is_pinned() -> None:

@@ -11,9 +11,11 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pymysql
 import pytest
+from conftest import mysql_params
 from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy.engine import make_url
 
@@ -26,7 +28,9 @@ from tidb_memory import (
     TiDBChatMessageHistory,
 )
 from tidb_memory.engine import (
+    DEFAULT_MAX_OVERFLOW,
     DEFAULT_POOL_RECYCLE,
+    DEFAULT_POOL_SIZE,
     TIDB_CLOUD_POOL_RECYCLE,
     get_database,
 )
@@ -69,8 +73,8 @@ async def test_idle_connection_closed_by_server_is_recovered(closing: None) -> N
         await history.aadd_messages([HumanMessage("before the nap")])
         assert [m.content for m in await history.aget_messages()] == ["before the nap"]
         db = history.store.db
-        pool = (await db.engine()).sync_engine.pool
-        assert pool.checkedin() >= 1  # a pooled, idle connection the server will close
+        _pool, idle = await db._source()
+        assert idle is not None and len(idle) >= 1  # an idle connection the server will close
 
         await asyncio.sleep(3.2)  # past wait_timeout=2: the server has closed it
         counter = RetryCounter()
@@ -207,3 +211,121 @@ def test_read_timeout_is_parsed_and_checked() -> None:
     assert parse_url("mysql://u@h/db?read_timeout=2.5").read_timeout == 2.5
     with pytest.raises(ConfigurationError):
         parse_url("mysql://u@h/db?read_timeout=0")
+
+
+# --- bursts above the pool size ------------------------------------------------------------
+
+
+def _status(conn: pymysql.connections.Connection, name: str) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS LIKE %s", (name,))
+        row = cur.fetchone()
+    assert row is not None
+    return int(row[1])
+
+
+async def _async_burst(url: str, tag: str, concurrency: int, turns: int) -> None:
+    async def worker(w: int) -> None:
+        for t in range(turns):
+            history = AsyncTiDBChatMessageHistory(f"{tag}-{w}", url, table_name="burst")
+            assert len(await history.aget_messages()) == 2 * t
+            await history.aadd_messages([HumanMessage(f"q{t}"), AIMessage(f"a{t}")])
+
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+
+
+def _sync_burst(url: str, tag: str, concurrency: int, turns: int) -> None:
+    def worker(w: int) -> None:
+        for t in range(turns):
+            history = TiDBChatMessageHistory(f"{tag}-{w}", url, table_name="burst")
+            assert len(history.messages) == 2 * t
+            history.add_messages([HumanMessage(f"q{t}"), AIMessage(f"a{t}")])
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, range(concurrency)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("face", ["async", "sync"])
+async def test_bursts_above_the_pool_size_open_no_connections_after_warm_up(face: str) -> None:
+    """64 callers at once, with the defaults: the connections the first burst opened serve
+    every later burst. A pool that closes what it opens above pool_size opens connections
+    again on every burst (counted by the server, on a server nobody else uses)."""
+    concurrency = 64
+    with ThrowawayMariaDB() as server:
+        probe = pymysql.connect(**mysql_params(server.url))
+        try:
+
+            async def burst(tag: str) -> None:
+                if face == "async":
+                    await _async_burst(server.url, tag, concurrency, 3)
+                else:
+                    await asyncio.to_thread(_sync_burst, server.url, tag, concurrency, 3)
+
+            await burst("warm")  # the table, and as many connections as the pool allows
+            opened = _status(probe, "Connections")
+            held = 0
+            for n in range(4):  # separate bursts: the pool is idle (but warm) between them
+                await asyncio.sleep(0.05)
+                await burst(f"b{n}")
+                held = max(held, _status(probe, "Threads_connected") - 1)
+            assert _status(probe, "Connections") - opened == 0
+            # The bursts needed more than pool_size connections, and got at most the limit.
+            assert DEFAULT_POOL_SIZE < held <= DEFAULT_POOL_SIZE + DEFAULT_MAX_OVERFLOW, held
+        finally:
+            probe.close()
+            await tidb_memory.aclose_all()
+
+
+@pytest.mark.slow
+async def test_connections_above_pool_size_close_after_the_idle_timeout() -> None:
+    """What a burst opened above pool_size is closed once idle for pool_idle_timeout; the
+    pool_size connections stay, and the next call is served by them."""
+    args = {"pool_size": 2, "max_overflow": 6, "pool_idle_timeout": 0.3}
+    with ThrowawayMariaDB() as server:
+        probe = pymysql.connect(**mysql_params(server.url))
+        try:
+
+            async def turn(session: str) -> None:
+                history = AsyncTiDBChatMessageHistory(
+                    session, server.url, table_name="idle_keep", engine_args=args
+                )
+                await history.aadd_messages([HumanMessage("q")])
+                await asyncio.sleep(0.05)  # hold the connection: the others need their own
+                await history.aget_messages()
+
+            await asyncio.gather(*(turn(f"s{i}") for i in range(8)))
+            assert _status(probe, "Threads_connected") - 1 == 8  # pool_size + max_overflow
+            for _ in range(200):  # the server sees the closes shortly after the timeout
+                if _status(probe, "Threads_connected") - 1 <= 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert _status(probe, "Threads_connected") - 1 == 2  # pool_size stays open
+            opened = _status(probe, "Connections")
+            await turn("after")
+            assert _status(probe, "Connections") == opened  # served by a kept connection
+        finally:
+            probe.close()
+            await tidb_memory.aclose_all()
+
+
+def test_pool_idle_timeout_is_for_urls_only() -> None:
+    from tidb_memory import ConfigurationError, create_engine
+
+    with pytest.raises(ConfigurationError, match="pool_idle_timeout"):
+        create_engine("mysql://u@h/db", engine_args={"pool_idle_timeout": 5})
+
+
+async def test_the_pool_internals_idle_connections_read_exist(closing: None) -> None:
+    """By name (SQLAlchemy 2.0-2.1), so that a release that renames one fails here."""
+    db = get_database(MYSQL_URL, engine_args={"pool_size": 1, "max_overflow": 1})
+    async with db.connection():
+        pass
+    pool, idle = await db._source()
+    assert idle is not None and len(idle) == 1
+    assert isinstance(pool._recycle, int | float) and isinstance(pool._timeout, int | float)
+    # One connection open, held here: the first of pool_size, none in the queue.
+    assert pool._max_overflow == 1 and pool.overflow() == 0 and pool.checkedin() == 0
+    fairy = idle._stack[0][0]
+    record = fairy._connection_record
+    assert isinstance(record.starttime, float) and record._is_hard_or_soft_invalidated() is False

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ from .store import SessionPage as SessionPage
 if TYPE_CHECKING:
     from .checkpoint import AsyncTiDBSaver as AsyncTiDBSaver
     from .checkpoint import TiDBSaver as TiDBSaver
+    from .langgraph.store import AsyncTiDBStore as AsyncTiDBStore
+    from .langgraph.store import TiDBStore as TiDBStore
 
 try:
     __version__ = version("tidb-memory")
@@ -54,6 +57,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "AsyncTiDBChatMessageHistory",
     "AsyncTiDBSaver",
+    "AsyncTiDBStore",
     "ConfigurationError",
     "ConnectError",
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -76,6 +80,7 @@ __all__ = [
     "TiDBChatMessageHistory",
     "TiDBMemoryError",
     "TiDBSaver",
+    "TiDBStore",
     "UNSET",
     "__version__",
     "aclose_all",
@@ -85,15 +90,23 @@ __all__ = [
 ]
 
 
+#: The LangGraph names and their modules: in the [langgraph] extra, imported (with langgraph)
+#: only when asked for, so that the core install never needs langgraph.
+_LANGGRAPH = {
+    "AsyncTiDBSaver": ".checkpoint",
+    "TiDBSaver": ".checkpoint",
+    "AsyncTiDBStore": ".langgraph.store",
+    "TiDBStore": ".langgraph.store",
+}
+
+
 def __getattr__(name: str) -> Any:
-    # The LangGraph checkpointer ships in the [langgraph] extra: import it (and langgraph) only
-    # when it is asked for, so that the core install never needs langgraph.
-    if name in ("AsyncTiDBSaver", "TiDBSaver"):
-        try:
-            from . import checkpoint
-        except ModuleNotFoundError as exc:
-            raise ImportError(
-                f"tidb_memory.{name} needs LangGraph: pip install 'tidb-memory[langgraph]'"
-            ) from exc
-        return getattr(checkpoint, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _LANGGRAPH.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        return getattr(importlib.import_module(module, __name__), name)
+    except ModuleNotFoundError as exc:
+        raise ImportError(
+            f"tidb_memory.{name} needs LangGraph: pip install 'tidb-memory[langgraph]'"
+        ) from exc

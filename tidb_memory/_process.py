@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _bridge
+from ._idle import IdleConnections
 from ._tls import wait_closed
 
 if TYPE_CHECKING:
@@ -34,10 +35,12 @@ __all__: list[str] = []
 
 @dataclass(eq=False)
 class _LoopResources:
-    """Everything tidb-memory holds on one event loop: an engine per Database key."""
+    """Everything tidb-memory holds on one event loop: an engine per Database key, and the idle
+    connections of each (not of an engine the application passed in)."""
 
     loop: asyncio.AbstractEventLoop
     engines: dict[str, AsyncEngine] = field(default_factory=dict)
+    idle: dict[str, IdleConnections] = field(default_factory=dict)
     #: The process that opened them: only it may close them.
     pid: int = field(default_factory=os.getpid)
     sentinel: AsyncGenerator[None, None] | None = None
@@ -58,18 +61,23 @@ def track_tls(transport: asyncio.BaseTransport) -> None:
         resources.tls.add(transport)
 
 
-async def _dispose(engine: AsyncEngine, resources: _LoopResources) -> None:
-    """Dispose of ``engine``'s pool on its own loop, and let its TLS connections finish closing."""
+async def _dispose(
+    engine: AsyncEngine, resources: _LoopResources, idle: IdleConnections | None
+) -> None:
+    """Dispose of ``engine``'s pool on its own loop, and let its TLS connections finish closing.
+    Its ``idle`` connections go back into the pool first, which closes them."""
+    if idle is not None:
+        await idle.aclose()
     await engine.dispose()
     await wait_closed(resources.tls)
 
 
 async def _dispose_all(resources: _LoopResources) -> None:
-    engines = list(resources.engines.values())
+    engines = list(resources.engines.items())
     resources.engines.clear()
-    for engine in engines:
+    for key, engine in engines:
         with contextlib.suppress(Exception):
-            await _dispose(engine, resources)
+            await _dispose(engine, resources, resources.idle.pop(key, None))
 
 
 async def _loop_sentinel(resources: _LoopResources) -> AsyncGenerator[None, None]:
@@ -109,6 +117,8 @@ async def _resources_for(loop: asyncio.AbstractEventLoop) -> _LoopResources:
 
 _databases_lock = threading.Lock()
 _databases: dict[str, Database] = {}
+
+
 #: The tables set up in this process, as ``(database key, table)``.
 _done: set[tuple[str, str]] = set()
 

@@ -24,6 +24,7 @@ from .errors import ConfigurationError
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_OVERFLOW",
+    "DEFAULT_POOL_IDLE_TIMEOUT",
     "DEFAULT_POOL_RECYCLE",
     "DEFAULT_POOL_SIZE",
     "DEFAULT_POOL_TIMEOUT",
@@ -39,8 +40,14 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Seconds one statement may wait for its reply. aiomysql has no read timeout of its own, so a
 #: connection whose peer falls silent (a half-dead network path) would otherwise wait forever.
 DEFAULT_READ_TIMEOUT = 60.0
+#: A pool keeps ``pool_size`` connections open and opens up to ``max_overflow`` more for bursts:
+#: 32 per event loop and process at most, well under MySQL's and MariaDB's default of 151
+#: connections for a few worker processes.
 DEFAULT_POOL_SIZE = 10
-DEFAULT_MAX_OVERFLOW = 20
+DEFAULT_MAX_OVERFLOW = 22
+#: Seconds a connection above ``pool_size`` stays open unused, so that the connections one burst
+#: opened serve the next burst instead of being closed and opened again per call.
+DEFAULT_POOL_IDLE_TIMEOUT = 60.0
 DEFAULT_POOL_TIMEOUT = 10.0
 DEFAULT_POOL_RECYCLE = 3600
 #: TiDB Cloud may end connections older than 30 minutes; its docs recommend recycling at 5.
@@ -63,7 +70,15 @@ _AFTER_CREDENTIALS = re.compile(
 )
 _OTHER_PARAMS = frozenset({"charset", "connect_timeout", "read_timeout", "unix_socket"})
 _ENGINE_ARGS = frozenset(
-    {"pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping", "echo"}
+    {
+        "pool_size",
+        "max_overflow",
+        "pool_timeout",
+        "pool_recycle",
+        "pool_pre_ping",
+        "pool_idle_timeout",
+        "echo",
+    }
 )
 
 
@@ -140,13 +155,16 @@ def display_url(url: str | URL) -> str:
         >>> display_url("mysql://u:p@ss@host/db")
         'mysql://u:***@host/db'
     """
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+    parsed = url if isinstance(url, URL) else _parse_text(url)
+    return "<unparseable URL>" if parsed is None else parsed.render_as_string(hide_password=True)
+
+
+def _parse_text(text: str) -> URL | None:
+    """``text`` as a URL (see :func:`_credentials_at_the_last_at`), or ``None`` if it is none."""
     try:
-        parsed = _credentials_at_the_last_at(url) or make_url(url)
-    except (ArgumentError, ValueError):
-        return "<unparseable URL>"
-    return parsed.render_as_string(hide_password=True)
+        return _credentials_at_the_last_at(text) or make_url(text)
+    except (ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
+        return None
 
 
 def parse_url(url: str | URL) -> ConnectionSpec:
@@ -161,15 +179,16 @@ def parse_url(url: str | URL) -> ConnectionSpec:
         ConfigurationError: the scheme or a parameter is not supported.
     """
     if isinstance(url, str):
-        try:
-            parsed = _credentials_at_the_last_at(url) or make_url(url)
-        except (ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
-            # Not "from exc": the driver's message may quote a piece of the password.
+        parsed_or_none = _parse_text(url)
+        if parsed_or_none is None:
+            # Raised outside the except block, so that neither __cause__ nor __context__ holds
+            # SQLAlchemy's message: up to 2.0.x it quotes the whole URL, password included.
             raise ConfigurationError(
                 "cannot parse the connection URL; expected e.g. "
                 "mysql+aiomysql://user:password@host:4000/database, with the user name and "
                 "password percent-encoded: urllib.parse.quote(password, safe='')"
-            ) from None
+            )
+        parsed = parsed_or_none
     elif isinstance(url, URL):
         parsed = url
     else:
@@ -240,6 +259,11 @@ def _engine_kwargs(spec: ConnectionSpec, engine_args: Mapping[str, Any]) -> dict
         # and a ROLLBACK per checkin would double the round trips of every call.
         "pool_reset_on_return": None,
         "pool_pre_ping": False,
+        # Ours, not SQLAlchemy's: see _idle.py. create_engine() refuses it.
+        "pool_idle_timeout": DEFAULT_POOL_IDLE_TIMEOUT,
     }
     kwargs.update(engine_args)
+    idle = kwargs["pool_idle_timeout"]
+    if isinstance(idle, bool) or not isinstance(idle, int | float) or not idle > 0:
+        raise ConfigurationError("pool_idle_timeout must be a positive number of seconds")
     return kwargs

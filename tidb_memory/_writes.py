@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._iteration import IterationGroup
+
 if TYPE_CHECKING:
     from .engine import Database
 
@@ -17,33 +19,23 @@ __all__: list[str] = []
 _Member = tuple[Sequence[tuple[str, Sequence[Any]]], int, "asyncio.Future[bool]"]
 
 
-class _WriteGroup:
+class _WriteGroup(IterationGroup[_Member]):
     """The writes of one :class:`Database` on one event loop that wait for the next flush."""
 
-    __slots__ = ("_db", "_pending", "_tasks")
+    __slots__ = ("_db",)
 
     def __init__(self, db: Database) -> None:
+        super().__init__()
         self._db = db
-        self._pending: list[_Member] = []
-        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     async def join(self, statements: Sequence[tuple[str, Sequence[Any]]], max_bytes: int) -> bool:
         """Wait for ``statements`` to run with the group: True once they did, False if the
         shared attempt failed (run them alone). A group of one raises its own error."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)  # after every writer of this iteration has joined
-        self._pending.append((statements, max_bytes, future))
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.enqueue((statements, max_bytes, future))
         return await future
 
-    def _flush(self) -> None:
-        members, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._run(members))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, members: list[_Member]) -> None:
+    async def run(self, members: list[_Member]) -> None:
         try:
             async with self._db.connection() as conn:
                 await conn.execute_all(

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import Pool
 from sqlalchemy.util import greenlet_spawn
 
 from . import _bridge, _process
@@ -36,6 +37,7 @@ from ._driver import Connection as Connection
 from ._driver import _checkin, _discard, _reusable, in_transaction, load_aiomysql
 from ._driver import _mysql_creator as _mysql_creator
 from ._driver import _sqlite_creator as _sqlite_creator
+from ._idle import IdleConnections
 from ._process import _databases as _databases
 from ._process import _dispose, _resources_for, track_tls
 from ._process import _loops as _loops
@@ -44,6 +46,7 @@ from ._tls import TLS_CLOSE_GRACE as TLS_CLOSE_GRACE
 from ._tls import TLSSettings as TLSSettings
 from ._url import DEFAULT_CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT
 from ._url import DEFAULT_MAX_OVERFLOW as DEFAULT_MAX_OVERFLOW
+from ._url import DEFAULT_POOL_IDLE_TIMEOUT as DEFAULT_POOL_IDLE_TIMEOUT
 from ._url import DEFAULT_POOL_RECYCLE as DEFAULT_POOL_RECYCLE
 from ._url import DEFAULT_POOL_SIZE as DEFAULT_POOL_SIZE
 from ._url import DEFAULT_POOL_TIMEOUT as DEFAULT_POOL_TIMEOUT
@@ -58,6 +61,8 @@ from .errors import ConfigurationError, SyncCallError
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_OVERFLOW",
+    "DEFAULT_POOL_IDLE_TIMEOUT",
     "DEFAULT_POOL_RECYCLE",
     "DEFAULT_POOL_SIZE",
     "DEFAULT_POOL_TIMEOUT",
@@ -93,6 +98,10 @@ def create_engine(url: str | URL, *, engine_args: Mapping[str, Any] | None = Non
         ConfigurationError: the URL or an engine argument is not supported.
     """
     spec = parse_url(url)
+    if engine_args and "pool_idle_timeout" in engine_args:
+        raise ConfigurationError(
+            "pool_idle_timeout applies to URLs only: an engine you own keeps SQLAlchemy's pool"
+        )
     engine = _create_engine(spec, _engine_kwargs(spec, engine_args or {}))
     _created.add(engine.sync_engine)
     return engine
@@ -104,6 +113,7 @@ _created: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def _create_engine(spec: ConnectionSpec, kwargs: Mapping[str, Any]) -> AsyncEngine:
+    kwargs = {k: v for k, v in kwargs.items() if k != "pool_idle_timeout"}
     if spec.backend == "mysql":
         creator = _mysql_creator(spec, track_tls)
         # The URL is kept only for the dialect; the creator makes every connection.
@@ -180,6 +190,25 @@ class Database:
             created = await asyncio.to_thread(_create_engine, self.spec, self._engine_kwargs)
             engine = resources.engines.setdefault(self.key, created)
         return engine
+
+    async def _source(self) -> tuple[Pool, IdleConnections | None]:
+        """The pool to check connections out of on the running loop, and the idle connections
+        kept in front of it: none for an engine the application passed in (its owner disposes
+        it), nor with ``pool_pre_ping`` (a ping per checkout is what that asks for)."""
+        if self._pinned_engine is None:
+            resources = _loops.get(asyncio.get_running_loop())
+            idle = None if resources is None else resources.idle.get(self.key)
+            if idle is not None:
+                return idle.pool, idle
+        pool = (await self.engine()).sync_engine.pool
+        if self._pinned_engine is not None or pool._pre_ping:
+            return pool, None
+        resources = _loops[asyncio.get_running_loop()]
+        idle = resources.idle.get(self.key)
+        if idle is None or idle.pool is not pool:
+            timeout = float(self._engine_kwargs.get("pool_idle_timeout", DEFAULT_POOL_IDLE_TIMEOUT))
+            idle = resources.idle[self.key] = IdleConnections(pool, timeout)
+        return pool, idle
 
     def connection(self) -> _Checkout:
         """Check a driver connection out of the pool for the running loop:
@@ -263,12 +292,13 @@ class Database:
         current = asyncio.get_running_loop()
         for loop, resources in list(_loops.items()):
             engine = resources.engines.pop(self.key, None)
+            idle = resources.idle.pop(self.key, None)
             if engine is None:
                 continue
             if loop is current:
-                await _dispose(engine, resources)
+                await _dispose(engine, resources, idle)
             elif loop.is_running():
-                future = asyncio.run_coroutine_threadsafe(_dispose(engine, resources), loop)
+                future = asyncio.run_coroutine_threadsafe(_dispose(engine, resources, idle), loop)
                 # A loop whose thread is blocked waiting for us (a sync close_all() called from
                 # a notebook cell) runs the dispose when it resumes; waiting would deadlock.
                 if loop is not _blocked:
@@ -287,15 +317,18 @@ class _Checkout:
     """The context manager :meth:`Database.connection` returns (a class, not a generator: it
     runs on every call, and a generator-based one costs more than the checkout itself)."""
 
-    __slots__ = ("_db", "_fairy", "_pool")
+    __slots__ = ("_db", "_fairy", "_idle", "_pool")
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
     async def __aenter__(self) -> Connection:
         db = self._db
-        self._pool = pool = (await db.engine()).sync_engine.pool
-        self._fairy = fairy = await greenlet_spawn(pool.connect)
+        self._pool, self._idle = pool, idle = await db._source()
+        if idle is not None:
+            self._fairy = fairy = await idle.connect()
+        else:
+            self._fairy = fairy = await greenlet_spawn(pool.connect)
         return Connection(fairy, db.backend, db.spec.read_timeout)
 
     async def __aexit__(
@@ -303,10 +336,19 @@ class _Checkout:
     ) -> None:
         if self._db._app_pool:
             await self._return_to_app_pool(exc)
-        elif exc is None or _reusable(exc):
-            await _checkin(self._pool, self._fairy)
-        else:
+            return
+        idle = self._idle
+        if exc is None or _reusable(exc):
+            if idle is not None:
+                idle.put(self._fairy)
+            else:
+                await _checkin(self._pool, self._fairy)
+            return
+        try:
             await greenlet_spawn(_discard, self._pool, self._fairy, exc)
+        finally:
+            if idle is not None:
+                idle.wake()  # the pool has room for a new connection
 
     async def _return_to_app_pool(self, exc: BaseException | None) -> None:
         """End what our statements left open on an application engine's connection (commit

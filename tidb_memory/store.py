@@ -29,12 +29,12 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import os
 import random
 import re
 import sqlite3
 import statistics
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -446,6 +446,13 @@ def duplicate_of(exc: BaseException, table: str) -> str | None:
 # --- the store -----------------------------------------------------------------------------
 
 
+def _random_keys(count: int) -> list[str]:
+    """``count`` random 128-bit ``msg_key`` values, 32 hex digits each: one ``os.urandom`` call
+    for the batch (a ``uuid4`` each costs twice as much, for 6 bits fewer)."""
+    text = os.urandom(16 * count).hex()
+    return [text[i : i + 32] for i in range(0, 32 * count, 32)]
+
+
 class MessageStore:
     """Messages of many sessions in one table, and the sessions' info.
 
@@ -713,7 +720,7 @@ class MessageStore:
         metas = self._metadata(metadata, len(payloads))
         if not payloads:
             return last_seq
-        keys = [uuid.uuid4().hex for _ in payloads]
+        keys = _random_keys(len(payloads))
         now = _timestamp(_utcnow())
         return await self.db.run(
             self._append, session_id, payloads, metas, keys, now, last_seq, operation

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -27,6 +28,8 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import TASKS
 
+from tidb_memory import _checks
+from tidb_memory._checks import ID_MAX_CHARS
 from tidb_memory.engine import Backend, Binary
 from tidb_memory.errors import InvalidInputError, MessageTooLargeError
 from tidb_memory.langgraph._saver_sql import (
@@ -37,6 +40,7 @@ from tidb_memory.langgraph._saver_sql import (
     Select,
     Tables,
     insert_blobs_statement,
+    touch_thread_statement,
     upsert_checkpoint_statement,
 )
 
@@ -47,7 +51,6 @@ INLINE_STR_MAX = 4096
 STATEMENT_BYTES = 12 * 1024 * 1024
 #: SQLite's bound-parameter limit on old builds is 999.
 _SQLITE_PARAMS = 900
-_THREAD_ID_MAX = 255
 _U64 = 2**64
 _I64 = -(2**63)
 
@@ -66,7 +69,7 @@ def weight(value: Any) -> int:
     """Roughly the bytes ``value`` adds to a MySQL statement."""
     if isinstance(value, Binary):
         return len(value.data) * 4 // 3 + 16  # base64
-    return len(value) if isinstance(value, str) else 8
+    return len(value.encode()) if isinstance(value, str) else 8
 
 
 @lru_cache(maxsize=1024)
@@ -81,23 +84,20 @@ def text(value: Any) -> str:
 
 
 def check_thread_id(thread_id: object) -> str:
+    """A thread id as stored: LangGraph allows any value, which is stored as its ``str``."""
     if thread_id is None:
         raise InvalidInputError('config["configurable"]["thread_id"] is required')
-    text = str(thread_id)
-    if not text or len(text) > _THREAD_ID_MAX:
-        raise InvalidInputError(f"thread_id must have 1-{_THREAD_ID_MAX} characters")
-    if text[-1] == " ":
-        raise InvalidInputError(
-            "thread_id must not end with a space: MySQL and TiDB compare 'a ' equal to 'a'"
-        )
-    return text
+    return _checks.check_id(str(thread_id), "thread_id", max_chars=ID_MAX_CHARS)
 
 
 def check_id(name: str, value: object) -> str:
-    text = str(value)
-    if not text or len(text) > ID_MAX:
-        raise InvalidInputError(f"{name} must have 1-{ID_MAX} characters, got {len(text)}")
-    return text
+    """A checkpoint id, task id or channel version: keys compared under PAD SPACE."""
+    return _checks.check_id(str(value), name, max_chars=ID_MAX)
+
+
+def check_ns(value: object) -> str:
+    """A namespace: stored whole and keyed by its hash, so only valid Unicode is asked of it."""
+    return _checks.check_text(str(value or ""), "checkpoint_ns")
 
 
 def inlinable(value: Any) -> bool:
@@ -120,24 +120,56 @@ def inlinable(value: Any) -> bool:
     return False
 
 
-def filter_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, int | float):
-        return "number"
-    return "json"
+def filter_terms(flt: Mapping[Any, Any]) -> tuple[tuple[str, ...], list[Any]]:
+    """The SQL side of a metadata filter: a kind and parameters for each key it can narrow by.
+
+    LangGraph's ``InMemorySaver`` keeps a checkpoint when ``value == metadata.get(key)`` for
+    every key: Python equality, so ``1 == 1.0 == True``, a missing key equals ``None``, and a
+    list or dict matches only an equal one. SQL pre-selects a superset of those rows (by JSON
+    type, and by value for strings); :func:`metadata_matches` then decides on each row, so both
+    backends return exactly what ``InMemorySaver`` returns. Keys a JSON path cannot spell on
+    every backend (quotes, backslashes, control characters, empty) are left to the client.
+    """
+    kinds: list[str] = []
+    params: list[Any] = []
+    for key, value in flt.items():
+        if isinstance(key, str):
+            _checks.check_text(key, "filter key")
+        if isinstance(value, str):
+            _checks.check_text(value, f"filter value of {key!r}")
+        if not isinstance(key, str) or not key or _UNSAFE_KEY.search(key):
+            continue
+        path = f'$."{key}"'
+        if value is None:
+            kind = "null"
+        elif isinstance(value, bool | int | float):
+            kind = "number"  # True == 1 == 1.0 in Python: compared on the client
+        elif isinstance(value, str):
+            kind = "text"
+        elif isinstance(value, list):
+            kind = "array"
+        elif isinstance(value, dict):
+            kind = "object"
+        else:
+            continue  # never equal to a JSON value; the client says so
+        kinds.append(kind)
+        params += [path, value, path] if kind == "text" else [path]
+    return tuple(kinds), params
 
 
-def to_json(value: Any, what: str) -> str:
+_UNSAFE_KEY = re.compile(r'["\\\x00-\x1f]')
+
+
+def metadata_matches(metadata: Mapping[str, Any], flt: Mapping[Any, Any]) -> bool:
+    """``InMemorySaver``'s rule, verbatim: every filter value equals the metadata's."""
+    return all(value == metadata.get(key) for key, value in flt.items())
+
+
+def to_json(value: Any, what: str) -> bytes:
+    """``value`` as UTF-8 JSON; sizes are counted on these bytes, never on characters."""
     try:
-        return orjson.dumps(value).decode()
-    except TypeError as exc:
+        return orjson.dumps(value)
+    except TypeError as exc:  # orjson.JSONEncodeError, also for a lone surrogate
         raise InvalidInputError(f"{what} cannot be stored as JSON: {exc}") from exc
 
 
@@ -167,6 +199,8 @@ class ListQuery:
 
     sel: Select
     params: list[Any]
+    #: The metadata filter, applied to each row after SQL has narrowed them down.
+    filter: Mapping[Any, Any] | None = None
 
 
 def next_version(current: str | int | None) -> str:
@@ -311,6 +345,7 @@ def prepare_put(
         if channel not in versions:
             continue  # unversioned: nothing could find it again (as in the Postgres saver)
         version = check_id("channel version", versions[channel])
+        check_id("channel", channel)
         refs.append([channel, version])
         # Unchanged channels reuse the blob stored with their version. A primitive may have
         # been stored inline instead, by a saver with inline_primitives=True: it is small,
@@ -323,7 +358,13 @@ def prepare_put(
     stored = dict(checkpoint)
     stored["channel_values"] = inline
     body = to_json(stored, "the checkpoint")
-    meta = to_json(get_serializable_checkpoint_metadata(config, metadata), "the metadata")
+    meta_dict = get_serializable_checkpoint_metadata(config, metadata)
+    meta = to_json(meta_dict, "the metadata")
+    user_id = meta_dict.get("user_id")
+    if user_id is not None:
+        # The owner alist_threads lists by: from config["configurable"] or the metadata.
+        user_id = _checks.check_id(str(user_id), "metadata user_id", max_chars=ID_MAX_CHARS)
+    # Bytes, not characters: an emoji is one character and four bytes of the row.
     if len(body) + len(meta) > limit:
         raise too_large(
             f"checkpoint {checkpoint_id} (inline values and metadata)",
@@ -332,12 +373,16 @@ def prepare_put(
         )
     params = [
         thread_id, ns_value, checkpoint_ns, checkpoint_id, parent,
-        int(checkpoint.get("v", 1)), body, meta, orjson.dumps(refs).decode(),
+        int(checkpoint.get("v", 1)), body.decode(), meta.decode(), orjson.dumps(refs).decode(),
     ]  # fmt: skip
     return Prepared(
         [
             *batches(backend, opts.tables, rows, insert_blobs_statement),
             (upsert_checkpoint_statement(backend, opts.tables), params),
+            (
+                touch_thread_statement(backend, opts.tables),
+                [thread_id, user_id] if backend == "mysql" else [thread_id, user_id, thread_id],
+            ),
         ]
     )
 

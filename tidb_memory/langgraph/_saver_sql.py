@@ -29,6 +29,7 @@ class Tables:
     blobs: str
     writes: str
     migrations: str
+    threads: str
 
     @classmethod
     def from_prefix(cls, prefix: object) -> Tables:
@@ -39,6 +40,7 @@ class Tables:
             blobs=check_table_name(f"{prefix}_blobs"),
             writes=check_table_name(f"{prefix}_writes"),
             migrations=check_table_name(f"{prefix}_migrations"),
+            threads=check_table_name(f"{prefix}_threads"),
         )
 
 
@@ -122,10 +124,61 @@ def _v1(backend: Backend, t: Tables) -> list[str]:
     ]
 
 
+def _v2(backend: Backend, t: Tables) -> list[str]:
+    """Version 2: one row per thread (owner, title, last activity, checkpoint count), filled
+    from the checkpoints already stored, so that a user's threads list without an aggregate."""
+    th, cp = quote(backend, t.threads), quote(backend, t.checkpoints)
+    if backend == "mysql":
+        user = (
+            "MAX(CASE WHEN JSON_TYPE(JSON_EXTRACT(`metadata`, '$.user_id')) = 'STRING' "
+            "THEN JSON_UNQUOTE(JSON_EXTRACT(`metadata`, '$.user_id')) END)"
+        )
+        return [
+            f"CREATE TABLE IF NOT EXISTS {th} (\n"
+            "  `thread_id` VARCHAR(255) NOT NULL,\n"
+            "  `user_id` VARCHAR(255) NULL,\n"
+            "  `title` TEXT NULL,\n"
+            "  `last_activity` DATETIME(6) NOT NULL,\n"
+            "  `checkpoints` BIGINT NOT NULL DEFAULT 0,\n"
+            f"  PRIMARY KEY (`thread_id`){_CLUSTERED},\n"
+            "  KEY `ix_user_activity` (`user_id`, `last_activity`, `thread_id`),\n"
+            "  KEY `ix_activity` (`last_activity`, `thread_id`)\n" + _MYSQL_TABLE,
+            f"INSERT INTO {th} (`thread_id`, `user_id`, `last_activity`, `checkpoints`) "
+            f"SELECT `thread_id`, {user}, UTC_TIMESTAMP(6), COUNT(*) FROM {cp} "
+            "GROUP BY `thread_id` ON DUPLICATE KEY UPDATE `checkpoints` = VALUES(`checkpoints`)",
+        ]
+    user = (
+        "MAX(CASE WHEN json_type(`metadata`, '$.user_id') = 'text' "
+        "THEN json_extract(`metadata`, '$.user_id') END)"
+    )
+    return [
+        f"CREATE TABLE IF NOT EXISTS {th} (\n"
+        "  thread_id TEXT NOT NULL PRIMARY KEY,\n"
+        "  user_id TEXT NULL,\n"
+        "  title TEXT NULL,\n"
+        "  last_activity TEXT NOT NULL,\n"
+        "  checkpoints INTEGER NOT NULL DEFAULT 0\n"
+        ") WITHOUT ROWID",
+        f'CREATE INDEX IF NOT EXISTS "{t.threads}_user" '
+        f"ON {th} (user_id, last_activity, thread_id)",
+        f'CREATE INDEX IF NOT EXISTS "{t.threads}_activity" ON {th} (last_activity, thread_id)',
+        f"INSERT INTO {th} (thread_id, user_id, last_activity, checkpoints) "
+        f"SELECT thread_id, {user}, {SQLITE_NOW}, COUNT(*) FROM {cp} WHERE true "
+        "GROUP BY thread_id ON CONFLICT (thread_id) "
+        "DO UPDATE SET checkpoints = excluded.checkpoints",
+    ]
+
+
+SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
 #: The schema, as (version, description, statements). Append only: a version, once released,
 #: never changes. Every statement must be idempotent (``IF NOT EXISTS``, or a guarded ALTER), so
 #: that a setup interrupted between a DDL and its version record can simply run again.
-MIGRATIONS: tuple[tuple[int, str, Any], ...] = ((1, "checkpoints, blobs and writes tables", _v1),)
+MIGRATIONS: tuple[tuple[int, str, Any], ...] = (
+    (1, "checkpoints, blobs and writes tables", _v1),
+    (2, "threads table: owner, title, last activity, checkpoint count", _v2),
+)
 
 
 def migrations_table(backend: Backend, t: Tables) -> str:
@@ -174,11 +227,11 @@ def record_version(backend: Backend, t: Tables) -> str:
     )
 
 
-def _p(backend: Backend) -> str:
+def placeholder(backend: Backend) -> str:
     return "%s" if backend == "mysql" else "?"
 
 
-def _hash_param(backend: Backend) -> str:
+def hash_param(backend: Backend) -> str:
     return "UNHEX(%s)" if backend == "mysql" else "?"
 
 
@@ -190,35 +243,46 @@ class Select:
     ns: bool = False
     checkpoint_id: bool = False
     latest: bool = False
-    filters: tuple[tuple[str, str], ...] = ()
+    filters: tuple[str, ...] = ()
     before: bool = False
     cursor: bool = False
     limit: bool = False
 
 
-def _filter_sql(backend: Backend, filters: tuple[tuple[str, str], ...]) -> list[str]:
-    if not filters:
-        return []
-    if backend == "mysql":
-        return ["JSON_CONTAINS(`metadata`, %s)"]
-    # SQLite has no JSON containment: compare key by key, with the JSON type.
+def _filter_sql(backend: Backend, filters: tuple[str, ...]) -> list[str]:
+    """Conditions that keep a superset of the rows a metadata filter matches (see
+    ``_saver_rows.filter_terms``); one per key, in the order of its parameters."""
     out: list[str] = []
-    for _key, kind in filters:
-        path = "json_extract(`metadata`, ?)"
-        typ = "json_type(`metadata`, ?)"
-        if kind == "null":
-            out.append(f"{typ} = 'null'")
-        elif kind == "true":
-            out.append(f"{typ} = 'true'")
-        elif kind == "false":
-            out.append(f"{typ} = 'false'")
-        elif kind == "text":
-            out.append(f"({typ} = 'text' AND {path} = ?)")
-        elif kind == "number":
-            out.append(f"({typ} IN ('integer', 'real') AND {path} = ?)")
+    for kind in filters:
+        if backend == "mysql":
+            typ = "JSON_TYPE(JSON_EXTRACT(`metadata`, %s))"
+            if kind == "text":
+                out.append(
+                    "(JSON_UNQUOTE(JSON_EXTRACT(`metadata`, %s)) = %s AND " + typ + " = 'STRING')"
+                )
+            else:
+                out.append(_MYSQL_FILTER[kind].format(typ))
         else:
-            out.append(f"{path} = json(?)")
+            typ = "json_type(`metadata`, ?)"
+            if kind == "text":
+                out.append(f"(json_extract(`metadata`, ?) = ? AND {typ} = 'text')")
+            else:
+                out.append(_SQLITE_FILTER[kind].format(typ))
     return out
+
+
+_MYSQL_FILTER = {
+    "null": "COALESCE({}, 'NULL') = 'NULL'",
+    "number": "{} IN ('INTEGER', 'UNSIGNED INTEGER', 'DOUBLE', 'DECIMAL', 'BOOLEAN')",
+    "array": "{} = 'ARRAY'",
+    "object": "{} = 'OBJECT'",
+}
+_SQLITE_FILTER = {
+    "null": "COALESCE({}, 'null') = 'null'",
+    "number": "{} IN ('integer', 'real', 'true', 'false')",
+    "array": "{} = 'array'",
+    "object": "{} = 'object'",
+}
 
 
 @lru_cache(maxsize=512)
@@ -231,20 +295,20 @@ def read_statement(backend: Backend, t: Tables, sel: Select) -> str:
     fields travel packed because the client parses every column's description on every
     read: three columns instead of ten cost a fraction of the CPU.
     """
-    p = _p(backend)
+    p = placeholder(backend)
     cp, bl, wr = (quote(backend, n) for n in (t.checkpoints, t.blobs, t.writes))
     where: list[str] = []
     if sel.thread:
         where.append(f"`thread_id` = {p}")
     if sel.ns:
-        where.append(f"`ns_hash` = {_hash_param(backend)}")
+        where.append(f"`ns_hash` = {hash_param(backend)}")
     if sel.checkpoint_id:
         where.append(f"`checkpoint_id` = {p}")
     where += _filter_sql(backend, sel.filters)
     if sel.before:
         where.append(f"`checkpoint_id` < {p}")
     if sel.cursor:
-        h = _hash_param(backend)
+        h = hash_param(backend)
         if sel.thread and sel.ns:
             where.append(f"`checkpoint_id` < {p}")
         else:
@@ -343,11 +407,11 @@ def _fields(kind: int, src: str, rest: str) -> str:
 @lru_cache(maxsize=256)
 def upsert_checkpoint_statement(backend: Backend, t: Tables) -> str:
     """Insert a checkpoint row, or replace its contents (a retried or repeated ``put``)."""
-    p = _p(backend)
+    p = placeholder(backend)
     head = (
         f"INSERT INTO {quote(backend, t.checkpoints)} (`thread_id`, `ns_hash`, `checkpoint_ns`, "
         "`checkpoint_id`, `parent_checkpoint_id`, `v`, `checkpoint`, `metadata`, `refs`) "
-        f"VALUES ({p}, {_hash_param(backend)}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+        f"VALUES ({p}, {hash_param(backend)}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
     )
     cols = ("v", "checkpoint", "metadata", "refs")
     if backend == "mysql":
@@ -361,11 +425,39 @@ def upsert_checkpoint_statement(backend: Backend, t: Tables) -> str:
     )
 
 
+@lru_cache(maxsize=256)
+def touch_thread_statement(backend: Backend, t: Tables) -> str:
+    """Keep the thread's row current after a checkpoint upsert, in the same round trip.
+
+    Parameters: thread_id, user_id (``NULL`` keeps the stored one) and, on SQLite, thread_id
+    again. On MySQL and TiDB the count grows by ``ROW_COUNT() = 1``: 1 when the upsert just
+    before it inserted a new checkpoint, 0 when it found it stored (a retried or repeated
+    ``put``), so a retry never counts twice. On SQLite the count is taken afresh.
+    """
+    th = quote(backend, t.threads)
+    if backend == "mysql":
+        return (
+            f"INSERT INTO {th} (`thread_id`, `user_id`, `last_activity`, `checkpoints`) "
+            "VALUES (%s, %s, UTC_TIMESTAMP(6), ROW_COUNT() = 1) ON DUPLICATE KEY UPDATE "
+            "`user_id` = COALESCE(VALUES(`user_id`), `user_id`), "
+            "`last_activity` = GREATEST(`last_activity`, VALUES(`last_activity`)), "
+            "`checkpoints` = `checkpoints` + VALUES(`checkpoints`)"
+        )
+    return (
+        f"INSERT INTO {th} (thread_id, user_id, last_activity, checkpoints) "
+        f"VALUES (?, ?, {SQLITE_NOW}, (SELECT COUNT(*) FROM {quote(backend, t.checkpoints)} "
+        "WHERE thread_id = ?)) ON CONFLICT (thread_id) DO UPDATE SET "
+        "user_id = COALESCE(excluded.user_id, user_id), "
+        "last_activity = MAX(last_activity, excluded.last_activity), "
+        "checkpoints = excluded.checkpoints"
+    )
+
+
 @lru_cache(maxsize=1024)
 def insert_blobs_statement(backend: Backend, t: Tables, rows: int) -> str:
     """Insert ``rows`` blobs; an existing (channel, version) is left as it is."""
-    p = _p(backend)
-    row = f"({p}, {_hash_param(backend)}, {p}, {p}, {p}, {p})"
+    p = placeholder(backend)
+    row = f"({p}, {hash_param(backend)}, {p}, {p}, {p}, {p})"
     head = (
         f"INSERT INTO {quote(backend, t.blobs)} "
         "(`thread_id`, `ns_hash`, `channel`, `version`, `type`, `blob`) VALUES "
@@ -385,8 +477,8 @@ def insert_writes_statement(backend: Backend, t: Tables, rows: int) -> str:
     one; a normal write keeps the first value stored under its (task_id, idx), so a retried or
     repeated call changes nothing.
     """
-    p = _p(backend)
-    row = f"({p}, {_hash_param(backend)}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+    p = placeholder(backend)
+    row = f"({p}, {hash_param(backend)}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
     head = (
         f"INSERT INTO {quote(backend, t.writes)} (`thread_id`, `ns_hash`, `checkpoint_id`, "
         "`task_id`, `idx`, `task_path`, `channel`, `type`, `blob`) VALUES "
@@ -410,7 +502,7 @@ def insert_writes_statement(backend: Backend, t: Tables, rows: int) -> str:
 @lru_cache(maxsize=256)
 def delete_thread_statements(backend: Backend, t: Tables, batch: int) -> tuple[str, ...]:
     """Delete a thread, checkpoints first (readers stop seeing it), in bounded batches."""
-    p = _p(backend)
+    p = placeholder(backend)
     limit = f" LIMIT {int(batch)}" if backend == "mysql" else ""
     return tuple(
         f"DELETE FROM {quote(backend, name)} WHERE `thread_id` = {p}{limit}"

@@ -60,6 +60,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tidb_memory._checks import as_count, check_text
 from tidb_memory._retry import (
     DEFAULT_RETRY_POLICY,
     RetryPolicy,
@@ -79,14 +80,15 @@ from tidb_memory.langgraph._saver_rows import (
     assemble,
     batches,
     check_id,
+    check_ns,
     check_thread_id,
     config_of,
-    filter_kind,
+    filter_terms,
     hash_value,
+    metadata_matches,
     next_version,
     ns_hex_of,
     prepare_put,
-    to_json,
     too_large,
 )
 from tidb_memory.langgraph._saver_sql import (
@@ -94,13 +96,14 @@ from tidb_memory.langgraph._saver_sql import (
     Select,
     Tables,
     applied_versions,
-    delete_thread_statements,
     insert_writes_statement,
     migrations_columns,
     migrations_table,
     read_statement,
     record_version,
 )
+from tidb_memory.langgraph.retention import RetentionPolicy
+from tidb_memory.langgraph.threads import ThreadsMixin
 
 __all__ = [
     "DEFAULT_CHECKPOINT_PREFIX",
@@ -126,7 +129,7 @@ DEFAULT_DELETE_BATCH = 1000
 SETUP_LOCK_TIMEOUT = 60
 
 
-class AsyncTiDBSaver(BaseCheckpointSaver[str]):
+class AsyncTiDBSaver(ThreadsMixin, BaseCheckpointSaver[str]):
     """A LangGraph checkpointer on TiDB, MySQL, MariaDB or SQLite; one object, sync and async.
 
     Example::
@@ -157,6 +160,8 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
             checkpoint row itself (as the Postgres saver does). ``False`` sends every value
             through ``serde``, so that an ``EncryptedSerializer`` covers all of them.
         max_blob_bytes: the largest serialised value, write or checkpoint row accepted.
+        retention: what :meth:`aapply_retention` and the retention sweeper keep, e.g.
+            ``RetentionPolicy(keep_last=2, max_idle=timedelta(days=30))``.
 
     Raises:
         ConfigurationError: the URL, engine or an option is invalid.
@@ -177,6 +182,7 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         inline_primitives: bool = True,
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         super().__init__(serde=serde)
         if not isinstance(retry, RetryPolicy):
@@ -192,6 +198,9 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         self.retry = retry
         self.inline_primitives = bool(inline_primitives)
         self.max_blob_bytes = max_blob_bytes
+        if retention is not None and not isinstance(retention, RetentionPolicy):
+            raise InvalidInputError("retention must be a RetentionPolicy")
+        self.retention = retention
 
     def __repr__(self) -> str:
         return (
@@ -309,11 +318,11 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
     def _get_query(self, config: RunnableConfig) -> tuple[Select, _List[Any]]:
         configurable = config.get("configurable") or {}
         thread_id = check_thread_id(configurable.get("thread_id"))
-        ns = str(configurable.get("checkpoint_ns") or "")
+        ns = check_ns(configurable.get("checkpoint_ns"))
         checkpoint_id = get_checkpoint_id(config)
         params: _List[Any] = [thread_id, hash_value(self.backend, ns)]
         if checkpoint_id:
-            params.append(str(checkpoint_id))
+            params.append(check_id("checkpoint id", checkpoint_id))
             return Select(thread=True, ns=True, checkpoint_id=True), params
         return Select(thread=True, ns=True, latest=True), params
 
@@ -333,17 +342,20 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
 
         Args:
             config: the thread (and optionally namespace and checkpoint) to list.
-            filter: metadata equality on each key (JSON containment on MySQL and TiDB).
+            filter: metadata equality on each key, exactly as ``InMemorySaver`` applies it
+                (``{"user": "alice"}`` does not match ``["alice", "bob"]``).
             before: only checkpoints older than this one.
-            limit: the most checkpoints to return.
+            limit: the most checkpoints to return (an int, or anything with ``__index__``).
+
+        Raises:
+            InvalidInputError: a bad id, namespace, filter or limit; before any I/O.
         """
-        query = self._list_query(config, filter, before)
-        remaining = limit
+        query, remaining = self._list_query(config, filter, before, limit)
         cursor: _List[Any] | None = None
         while remaining is None or remaining > 0:
             size = self.list_page_size if remaining is None else min(remaining, self.list_page_size)
             page, cursor = await self.db.run(self._list_page, query, size, cursor)
-            for item in page:
+            for item in page[:remaining]:
                 yield item
             if cursor is None:
                 return
@@ -359,13 +371,12 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         """Synchronous :meth:`alist`; fetches one page per step of the iteration."""
-        query = self._list_query(config, filter, before)
-        remaining = limit
+        query, remaining = self._list_query(config, filter, before, limit)
         cursor: _List[Any] | None = None
         while remaining is None or remaining > 0:
             size = self.list_page_size if remaining is None else min(remaining, self.list_page_size)
             page, cursor = self.db.run_sync(self._list_page, query, size, cursor)
-            yield from page
+            yield from page[:remaining]
             if cursor is None:
                 return
             if remaining is not None:
@@ -376,7 +387,8 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         config: RunnableConfig | None,
         filter: Mapping[str, Any] | None,
         before: RunnableConfig | None,
-    ) -> ListQuery:
+        limit: object,
+    ) -> tuple[ListQuery, int | None]:
         params: _List[Any] = []
         thread = ns = has_id = False
         if config is not None:
@@ -386,38 +398,30 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
                 thread = True
             checkpoint_ns = configurable.get("checkpoint_ns")
             if checkpoint_ns is not None:
-                params.append(hash_value(self.backend, str(checkpoint_ns)))
+                params.append(hash_value(self.backend, check_ns(checkpoint_ns)))
                 ns = True
             if checkpoint_id := get_checkpoint_id(config):
-                params.append(str(checkpoint_id))
+                params.append(check_id("checkpoint id", checkpoint_id))
                 has_id = True
-        filters: tuple[tuple[str, str], ...] = ()
+        filters: tuple[str, ...] = ()
         if filter:
             if not isinstance(filter, Mapping):
                 raise InvalidInputError("filter must be a dict of metadata keys and values")
-            filters = tuple((str(k), filter_kind(v)) for k, v in filter.items())
-            if self.backend == "mysql":
-                params.append(to_json(dict(filter), "filter"))
-            else:
-                for key, value in filter.items():
-                    path = '$."' + str(key).replace('"', '\\"') + '"'
-                    kind = filter_kind(value)
-                    if kind in ("null", "true", "false"):
-                        params.append(path)
-                    elif kind in ("text", "number"):
-                        params += [path, path, value]
-                    else:
-                        params += [path, to_json(value, "filter")]
+            filters, filter_params = filter_terms(filter)
+            params += filter_params
         has_before = False
         if before is not None and (before_id := get_checkpoint_id(before)):
-            params.append(str(before_id))
+            params.append(check_id("checkpoint id", before_id))
             has_before = True
+        remaining = None if limit is None else as_count("limit", limit, low=0)
         sel = Select(thread=thread, ns=ns, checkpoint_id=has_id, filters=filters, before=has_before)
-        return ListQuery(sel, params)
+        return ListQuery(sel, params, dict(filter) if filter else None), remaining
 
     async def _list_page(
         self, query: ListQuery, size: int, cursor: _List[Any] | None
     ) -> tuple[_List[CheckpointTuple], _List[Any] | None]:
+        """One statement: up to ``size`` checkpoints after ``cursor``, then the metadata
+        filter; the next cursor follows the last row read, matched or not."""
         sel = query.sel
         params = _List(query.params)
         if cursor is not None:
@@ -439,10 +443,14 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         params.append(size)
         rows = await self._fetch(read_statement(self.backend, self.tables, sel), params)
         found = assemble(rows, self.serde)
+        matched = found
+        if query.filter is not None:
+            flt = query.filter
+            matched = [item for item in found if metadata_matches(item.metadata, flt)]
         if len(found) < size:
-            return found, None
+            return matched, None
         last = found[-1].config["configurable"]
-        return found, [last["checkpoint_id"], last["thread_id"], ns_hex_of(found[-1])]
+        return matched, [last["checkpoint_id"], last["thread_id"], ns_hex_of(found[-1])]
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> _List[Any]:
         async def attempt() -> _List[Any]:
@@ -475,7 +483,7 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         """
         configurable = config.get("configurable") or {}
         thread_id = check_thread_id(configurable.get("thread_id"))
-        checkpoint_ns = str(configurable.get("checkpoint_ns") or "")
+        checkpoint_ns = check_ns(configurable.get("checkpoint_ns"))
         prepared = prepare_put(
             self._put_options(), thread_id, checkpoint_ns, configurable.get("checkpoint_id"),
             config, checkpoint, metadata, new_versions,
@@ -517,9 +525,10 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
         """
         configurable = config.get("configurable") or {}
         thread_id = check_thread_id(configurable.get("thread_id"))
-        checkpoint_ns = str(configurable.get("checkpoint_ns") or "")
+        checkpoint_ns = check_ns(configurable.get("checkpoint_ns"))
         checkpoint_id = check_id("checkpoint id", configurable.get("checkpoint_id") or "")
         task = check_id("task_id", task_id)
+        path = check_text(str(task_path), "task_path")
         ns_value = hash_value(self.backend, checkpoint_ns)
         rows: _List[_List[Any]] = []
         for idx, (channel, value) in enumerate(writes):
@@ -529,7 +538,7 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
             rows.append(
                 [
                     thread_id, ns_value, checkpoint_id, task, WRITES_IDX_MAP.get(channel, idx),
-                    str(task_path), channel, type_, Binary(data),
+                    path, check_text(channel, "channel"), type_, Binary(data),
                 ]
             )  # fmt: skip
         if not rows:
@@ -554,36 +563,6 @@ class AsyncTiDBSaver(BaseCheckpointSaver[str]):
 
         await retrying(
             attempt, policy=self.retry, operation="aput_writes", table=self.tables.writes
-        )
-
-    # -- delete -----------------------------------------------------------------------------
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        """Delete every checkpoint, blob and write of a thread, in all namespaces.
-
-        On MySQL and TiDB it deletes in batches of :attr:`delete_batch` rows per statement.
-        """
-        await self.db.run(self._delete_thread, check_thread_id(thread_id))
-
-    def delete_thread(self, thread_id: str) -> None:
-        """Synchronous :meth:`adelete_thread`."""
-        self.db.run_sync(self.adelete_thread, thread_id)
-
-    async def _delete_thread(self, thread_id: str) -> None:
-        batch = self.delete_batch
-        statements = delete_thread_statements(self.backend, self.tables, batch)
-        batched = self.backend == "mysql"
-
-        async def attempt() -> None:
-            async with self.db.connection() as conn:
-                for sql in statements:
-                    while True:
-                        count = await conn.execute(sql, (thread_id,))
-                        if not batched or count < batch:
-                            break
-
-        await retrying(
-            attempt, policy=self.retry, operation="adelete_thread", table=self.tables.checkpoints
         )
 
 

@@ -1,0 +1,1 @@
+"""Shared helpers of the LangGraph store tests (an offline embedding, store fixtures)."""
