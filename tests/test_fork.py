@@ -141,6 +141,57 @@ def test_sqlite_child(tmp_path: Path, fork: str, use: str, exit_via: str, child:
     check(report, child)
 
 
+STORE_SCRIPT = r"""
+import json, os, sys, time
+from tidb_memory.langgraph import TiDBStore
+
+store = TiDBStore(sys.argv[1], table_prefix=sys.argv[2], ttl={"default_ttl": 1.0})
+store.setup()
+store.put(("a",), "parent", {"v": 1})
+store.start_ttl_sweeper(1)  # a task on the parent's background loop
+start = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    store.put(("a",), "child", {"v": 2})
+    sys.exit(0)  # the at-exit hooks stop the sweeper: the child's, never the parent's
+while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+    if time.monotonic() - start > 30:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        print(json.dumps({"child": "hung"}))
+        sys.exit(0)
+    time.sleep(0.01)
+child_s = time.monotonic() - start
+start = time.monotonic()
+item = store.get(("a",), "child")
+report = {"child": os.waitstatus_to_exitcode(done[1]), "child_s": child_s,
+          "parent_next_s": time.monotonic() - start, "value": item and item.value}
+store.stop_ttl_sweeper()
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_child_of_a_store_with_a_ttl_sweeper(tmp_path: Path) -> None:
+    """A LangGraph store whose TTL sweeper runs on the parent's background loop: the child's
+    at-exit hook stops nothing of the parent's (it waited on the parent's loop forever)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite3'}"
+    proc = subprocess.run(
+        [sys.executable, *PYTHON_FLAGS, "-c", STORE_SCRIPT, url, "tmfork"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not [word for word in NOISE if word in proc.stderr], proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"[fork] store with a TTL sweeper: {report}")
+    assert report["child"] == 0, report
+    assert report["child_s"] < CHILD_BOUND and report["parent_next_s"] < PARENT_BOUND, report
+    assert report["value"] == {"v": 2}, report
+
+
 # --- gunicorn --preload with two UvicornWorkers ----------------------------------------------
 
 #: gunicorn's --timeout and --graceful-timeout: a worker stuck in shutdown is killed after this.

@@ -19,7 +19,7 @@ import threading
 import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -119,6 +119,21 @@ _databases_lock = threading.Lock()
 _databases: dict[str, Database] = {}
 
 
+class _Holder(Protocol):
+    def _forget_process(self) -> object: ...
+
+
+#: Objects with per-process state of their own (a LangGraph store's write groups and TTL
+#: sweeper), registered by :func:`forget_at_fork`.
+_holders: weakref.WeakSet[_Holder] = weakref.WeakSet()
+
+
+def forget_at_fork(holder: _Holder) -> None:
+    """Have a forked child call ``holder._forget_process()``, which drops the parent's state
+    and returns it (the hook keeps it, untouched)."""
+    _holders.add(holder)
+
+
 #: The tables set up in this process, as ``(database key, table)``.
 _done: set[tuple[str, str]] = set()
 
@@ -153,6 +168,7 @@ def _after_fork_in_child() -> None:
     _keep_forever(list(_loops.items()))
     _loops.clear()
     _keep_forever([db._forget_process() for db in _databases.values()])
+    _keep_forever([holder._forget_process() for holder in list(_holders)])
     _keep_forever(_bridge.BRIDGE._forget())
     _done.clear()
 
