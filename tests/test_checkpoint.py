@@ -36,9 +36,10 @@ from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 
 import tidb_memory
 from tests.infra import FaultProxy
+from tidb_memory import _migrations
 from tidb_memory.engine import Connection
 from tidb_memory.errors import InvalidInputError, MessageTooLargeError, SchemaError, StorageError
-from tidb_memory.langgraph import _saver_rows, _saver_sql
+from tidb_memory.langgraph import _saver_rows
 from tidb_memory.langgraph import saver as saver_module
 from tidb_memory.langgraph._saver_sql import (
     MIGRATIONS,
@@ -610,9 +611,9 @@ def all_builder_statements() -> list[str]:
             out.append(insert_blobs_statement(backend, t, rows))  # type: ignore[arg-type]
             out.append(insert_writes_statement(backend, t, rows))  # type: ignore[arg-type]
         out += delete_thread_statements(backend, t, 10)  # type: ignore[arg-type]
-        out += _saver_sql._v1(backend, t)  # type: ignore[arg-type]
-        out.append(_saver_sql.migrations_table(backend, t))  # type: ignore[arg-type]
-        out.append(_saver_sql.record_version(backend, t))  # type: ignore[arg-type]
+        out += MIGRATIONS[0][2](backend, t)  # type: ignore[arg-type]
+        out.append(_migrations.ledger_statement(backend, t.migrations))  # type: ignore[arg-type]
+        out.append(_migrations._record_statement(backend, t.migrations))  # type: ignore[arg-type]
     return out
 
 

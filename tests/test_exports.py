@@ -4,6 +4,8 @@ deliberate change to this list."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import tidb_memory
@@ -20,11 +22,14 @@ EXPECTED_ALL = sorted(
         "DEFAULT_RETRY_POLICY",
         "DEFAULT_SQLITE_URL",
         "DEFAULT_TABLE_NAME",
+        "ErasureReport",
         "InsecureTransportError",
         "InvalidInputError",
         "MessageRecord",
         "MessageTooLargeError",
         "PoolTimeoutError",
+        "RetentionPolicy",
+        "RetentionReport",
         "RetriesExhaustedError",
         "RetryPolicy",
         "SchemaError",
@@ -33,6 +38,8 @@ EXPECTED_ALL = sorted(
         "SessionStore",
         "StorageError",
         "SyncCallError",
+        "ThreadInfo",
+        "ThreadPage",
         "TiDBChatMessageHistory",
         "TiDBMemoryError",
         "TiDBSaver",
@@ -40,13 +47,24 @@ EXPECTED_ALL = sorted(
         "UNSET",
         "__version__",
         "aclose_all",
+        "aerase_user",
         "close_all",
         "create_engine",
         "default_url",
+        "erase_user",
     ]
 )
 #: Exported lazily: they need the [langgraph] extra.
-LAZY = {"AsyncTiDBSaver", "AsyncTiDBStore", "TiDBSaver", "TiDBStore"}
+LAZY = {
+    "AsyncTiDBSaver",
+    "AsyncTiDBStore",
+    "RetentionPolicy",
+    "RetentionReport",
+    "ThreadInfo",
+    "ThreadPage",
+    "TiDBSaver",
+    "TiDBStore",
+}
 
 
 def test_all_is_pinned() -> None:
@@ -59,6 +77,32 @@ def test_every_exported_name_resolves() -> None:
         if name in LAZY and importlib.util.find_spec("langgraph") is None:
             continue
         assert getattr(tidb_memory, name) is not None, name
+
+
+def test_the_langgraph_names_are_those_of_the_langgraph_package() -> None:
+    import tidb_memory.langgraph as lg
+
+    assert set(lg.__all__) <= LAZY
+    for name in lg.__all__:
+        assert getattr(tidb_memory, name) is getattr(lg, name), name
+    assert tidb_memory.aerase_user is tidb_memory.erasure.aerase_user
+    assert tidb_memory.erase_user is tidb_memory.erasure.erase_user
+
+
+def test_the_core_import_does_not_import_langgraph() -> None:
+    """The lazy names stay lazy: a chat-only app (no [langgraph] extra) imports the package
+    and uses erasure without langgraph; touching a LangGraph name imports it."""
+    code = (
+        "import sys, tidb_memory\n"
+        "assert tidb_memory.aerase_user and tidb_memory.ErasureReport\n"
+        "before = sorted(m for m in sys.modules if m.split('.')[0] == 'langgraph')\n"
+        "tidb_memory.RetentionPolicy\n"
+        "print(before, 'langgraph' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[] True", out.stdout + out.stderr
 
 
 def test_version_is_a_string() -> None:

@@ -30,7 +30,7 @@ from tidb_memory.errors import InvalidInputError
 from tidb_memory.langgraph import AsyncTiDBSaver
 from tidb_memory.langgraph._retention_sql import list_threads_statement
 from tidb_memory.langgraph._saver_rows import prepare_put
-from tidb_memory.langgraph._saver_sql import MIGRATIONS, migrations_table, record_version
+from tidb_memory.langgraph._saver_sql import MIGRATIONS
 
 __all__ = ["recorder", "url"]  # fixtures, imported for pytest
 
@@ -132,19 +132,72 @@ async def test_erase_user_deletes_every_thread_of_theirs(url: str) -> None:
         assert saver.erase_user("eve").threads_deleted == 0
 
 
+#: The ledger and its record exactly as the saver wrote them before it shared
+#: ``tidb_memory._migrations`` (kept literal: what is on users' disks does not change).
+_OLD_LEDGER = {
+    "mysql": "CREATE TABLE IF NOT EXISTS `{m}` (\n  `v` INT NOT NULL,\n"
+    "  `description` VARCHAR(255) NOT NULL,\n  `applied_at` DATETIME(6) NOT NULL,\n"
+    "  PRIMARY KEY (`v`) /*T![clustered_index] CLUSTERED */\n"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "sqlite": 'CREATE TABLE IF NOT EXISTS "{m}" (\n  v INTEGER NOT NULL PRIMARY KEY,\n'
+    "  description TEXT NOT NULL,\n  applied_at TEXT NOT NULL\n)",
+}
+_OLD_RECORD = {
+    "mysql": "INSERT INTO `{m}` (`v`, `description`, `applied_at`) "
+    "VALUES (%s, %s, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE `v` = `v`",
+    "sqlite": 'INSERT INTO "{m}" (v, description, applied_at) '
+    "VALUES (?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now')) ON CONFLICT DO NOTHING",
+}
+
+
+async def old_layout(saver: AsyncTiDBSaver, versions: int) -> None:
+    """The tables and ledger the previous release's setup left, at ``versions``."""
+    t = saver.tables
+    async with saver.db.connection() as conn:
+        backend = conn.backend
+        await conn.execute(_OLD_LEDGER[backend].format(m=t.migrations), ())
+        for version, description, steps in MIGRATIONS[:versions]:
+            for statement in steps(backend, t):
+                await conn.execute(statement, ())
+            await conn.execute(_OLD_RECORD[backend].format(m=t.migrations), (version, description))
+
+
+async def ledger_rows(saver: AsyncTiDBSaver) -> list[tuple[int, str, str]]:
+    async with saver.db.connection() as conn:
+        found = await conn.fetchall(
+            f"SELECT v, description, applied_at FROM {saver.tables.migrations} ORDER BY v", ()
+        )
+    return [(int(v), str(d), str(a)) for v, d, a in found]
+
+
+async def test_setup_over_the_previous_release_tables_changes_nothing(
+    url: str, recorder: Recorder
+) -> None:
+    """A table set at the latest version, made by the previous code: setup runs no DDL and
+    leaves the ledger's rows as they were (same versions, descriptions and times)."""
+    saver = AsyncTiDBSaver(url, table_prefix=_prefix())
+    try:
+        await old_layout(saver, len(MIGRATIONS))
+        before = await ledger_rows(saver)
+        assert [v for v, _, _ in before] == [v for v, _, _ in MIGRATIONS]
+        await saver.aput(config("kept"), make_checkpoint({}, {}), {"user_id": "ann"}, {})
+        recorder.clear()
+        await saver.asetup()
+        sent = [sql.split()[0].upper() for _, sql, _ in recorder.statements]
+        assert sent.count("CREATE") == 1  # the ledger's IF NOT EXISTS, nothing else
+        assert "ALTER" not in sent and "INSERT" not in sent and "DROP" not in sent
+        assert await ledger_rows(saver) == before
+        assert [t.thread_id for t in (await saver.alist_threads(user_id="ann")).threads] == ["kept"]
+    finally:
+        await drop_tables(saver)
+
+
 async def test_migration_2_fills_the_threads_table_from_version_1(url: str) -> None:
     """A saver of the previous release wrote checkpoints; the upgrade lists them at once."""
     prefix = _prefix()
     saver = AsyncTiDBSaver(url, table_prefix=prefix)
-    t = saver.tables
     try:
-        async with saver.db.connection() as conn:
-            backend = conn.backend
-            await conn.execute(migrations_table(backend, t), ())
-            _, description, v1 = MIGRATIONS[0]
-            for statement in v1(backend, t):
-                await conn.execute(statement, ())
-            await conn.execute(record_version(backend, t), (1, description))
+        await old_layout(saver, 1)
         old = AsyncTiDBSaver(url, table_prefix=prefix)
         # Checkpoints written through the version-1 statements: no threads table yet.
         for thread in ["m1", "m2", "m2"]:

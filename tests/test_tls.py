@@ -15,10 +15,17 @@ ssl_ca + verify_identity        SAN localhost only    127.0.0.1    ConnectError 
 ssl_ca + verify_identity        SAN localhost only    localhost    TLS, Ssl_cipher set
 ssl_ca, verify_identity=false   SAN localhost only    127.0.0.1    TLS, Ssl_cipher set
 ssl_verify_cert=false           SAN localhost, IP     127.0.0.1    TLS (unverified), Ssl_cipher set
-ssl_ca                          no TLS on the server  127.0.0.1    InsecureTransportError
+ssl_ca + verify_cert/identity   SAN localhost, IP     localhost.   TLS, checked as "localhost"
+ssl_ca + ssl_cert + ssl_key     SAN localhost, IP     127.0.0.1    TLS with a client certificate
+ssl_ca                          no TLS on the server  127.0.0.1    InsecureTransportError, no auth
 ssl=true                        no TLS on the server  127.0.0.1    InsecureTransportError
 (none)                          no TLS on the server  127.0.0.1    plaintext, Ssl_cipher empty
 ==============================  ====================  ===========  =================================
+
+Then, without a server: TLS files that cannot be used (not PEM, encrypted, mismatched, a key
+without its certificate) are a ConfigurationError at construction, and TiDB Cloud host names
+(any case, trailing dot) always get verified TLS that cannot be weakened. The downgrade attack
+itself (a hostile server without TLS) is in ``test_tls_downgrade.py``.
 """
 
 from __future__ import annotations
@@ -247,11 +254,21 @@ async def test_plaintext_server_is_refused_when_tls_was_asked_for(
     history = AsyncTiDBChatMessageHistory(
         "tls-plain", url(servers.plain, "127.0.0.1", query), table_name="tls"
     )
+    preauth = "SHOW GLOBAL STATUS LIKE 'Aborted_connects_preauth'"
+    before = int(servers.plain.sync_query(preauth)[0][1])
     with pytest.raises(InsecureTransportError) as info:
         await history.aadd_messages([HumanMessage("must not travel in plaintext")])
     assert "did not offer TLS" in str(info.value)
     assert "before any credential was sent" in str(info.value)
     assert info.value.attempts == 1
+    # The server itself saw one connection end before authentication (this server is private;
+    # the loop must run for the closed socket to reach it, so poll without blocking it).
+    for _ in range(200):
+        after = int(servers.plain.sync_query(preauth)[0][1])
+        if after != before:
+            break
+        await asyncio.sleep(0.05)
+    assert after == before + 1
     report(f"127.0.0.1 plain {query_fmt}", f"InsecureTransportError: {info.value}", capsys)
     # Nothing was written: the refusal came before any statement of ours.
     rows = servers.plain.sync_query(

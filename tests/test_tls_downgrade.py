@@ -17,8 +17,8 @@ resolver that maps those names to 127.0.0.1 and leaves every other name to the s
 library, SQLAlchemy and aiomysql run unchanged: they connect by the cloud host name, build
 the TLS context for it, and meet the fake.
 
-A control test shows that the assertions can fail: the same fake, reached with a URL that does
-not ask for TLS, receives the password in cleartext.
+A control test shows that the assertions can fail: the same fake, reached through the library's
+connect function with a URL that does not ask for TLS, receives the password in cleartext.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from tidb_memory import (
     InsecureTransportError,
     TiDBChatMessageHistory,
 )
+from tidb_memory._driver import _mysql_creator
+from tidb_memory._url import parse_url
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -136,17 +138,14 @@ def test_sync_call_refuses_a_server_without_tls_before_any_credential(
 
 
 async def test_control_without_tls_asked_the_fake_receives_the_password(
-    fake: FakeMySQLServer, cloud_dns: None, closing: None
+    fake: FakeMySQLServer,
 ) -> None:
-    """The fake is a working attacker: a URL that asks for no TLS hands it the password.
-
-    What the library does after authenticating does not matter here (the fake answers OK to
-    everything), only that the password reached the wire in cleartext, so that the
+    """The fake is a working attacker: through the library's own connect function (the one the
+    pool calls), a URL that asks for no TLS hands it the password in cleartext. So the
     ``received == b""`` assertions above are able to fail.
     """
     url = f"mysql+aiomysql://{quote(USER)}:{quote(PASSWORD)}@127.0.0.1:{fake.port}/test"
-    history = AsyncTiDBChatMessageHistory("s-control", url, table_name="tls")
-    with pytest.raises(tidb_memory.TiDBMemoryError):
-        await history.aget_messages()
-    assert fake.accepted >= 1
+    conn = await _mysql_creator(parse_url(url))()
+    conn.close()
+    assert fake.accepted == 1
     assert PASSWORD.encode() + b"\x00" in fake.connections[0].auth_packets

@@ -21,6 +21,9 @@ from .codec import DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MAX_MESSAGE_BYTES
 from .engine import aclose_all as aclose_all
 from .engine import close_all as close_all
 from .engine import create_engine as create_engine
+from .erasure import ErasureReport as ErasureReport
+from .erasure import aerase_user as aerase_user
+from .erasure import erase_user as erase_user
 from .errors import ConfigurationError as ConfigurationError
 from .errors import ConnectError as ConnectError
 from .errors import InsecureTransportError as InsecureTransportError
@@ -46,8 +49,12 @@ from .store import SessionPage as SessionPage
 if TYPE_CHECKING:
     from .checkpoint import AsyncTiDBSaver as AsyncTiDBSaver
     from .checkpoint import TiDBSaver as TiDBSaver
+    from .langgraph.retention import RetentionPolicy as RetentionPolicy
+    from .langgraph.retention import RetentionReport as RetentionReport
     from .langgraph.store import AsyncTiDBStore as AsyncTiDBStore
     from .langgraph.store import TiDBStore as TiDBStore
+    from .langgraph.threads import ThreadInfo as ThreadInfo
+    from .langgraph.threads import ThreadPage as ThreadPage
 
 try:
     __version__ = version("tidb-memory")
@@ -64,11 +71,14 @@ __all__ = [
     "DEFAULT_RETRY_POLICY",
     "DEFAULT_SQLITE_URL",
     "DEFAULT_TABLE_NAME",
+    "ErasureReport",
     "InsecureTransportError",
     "InvalidInputError",
     "MessageRecord",
     "MessageTooLargeError",
     "PoolTimeoutError",
+    "RetentionPolicy",
+    "RetentionReport",
     "RetriesExhaustedError",
     "RetryPolicy",
     "SchemaError",
@@ -77,6 +87,8 @@ __all__ = [
     "SessionStore",
     "StorageError",
     "SyncCallError",
+    "ThreadInfo",
+    "ThreadPage",
     "TiDBChatMessageHistory",
     "TiDBMemoryError",
     "TiDBSaver",
@@ -84,9 +96,11 @@ __all__ = [
     "UNSET",
     "__version__",
     "aclose_all",
+    "aerase_user",
     "close_all",
     "create_engine",
     "default_url",
+    "erase_user",
 ]
 
 
@@ -97,6 +111,10 @@ _LANGGRAPH = {
     "TiDBSaver": ".checkpoint",
     "AsyncTiDBStore": ".langgraph.store",
     "TiDBStore": ".langgraph.store",
+    "RetentionPolicy": ".langgraph.retention",
+    "RetentionReport": ".langgraph.retention",
+    "ThreadInfo": ".langgraph.threads",
+    "ThreadPage": ".langgraph.threads",
 }
 
 

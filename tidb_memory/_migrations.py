@@ -1,6 +1,6 @@
 """Versioned schema migrations: a ledger table, a lock, and versions recorded after success.
 
-A subsystem (the LangGraph store, later the saver) declares its schema as a tuple of
+A subsystem (the LangGraph store, the saver) declares its schema as a tuple of
 :class:`Migration`, append only: a version, once released, never changes. :func:`apply_migrations`
 creates the ledger if needed, takes a server-side lock on MySQL and TiDB so that concurrent
 setups run one at a time, skips the versions the ledger already holds and records each new
@@ -25,7 +25,7 @@ from typing import NamedTuple
 from ._retry import Verdict, classify, error_code
 from .engine import Backend, Connection
 from .errors import SchemaError, StorageError
-from .schema import quote
+from .schema import quote, table_columns
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "Migration", "apply_migrations", "ledger_statement"]
 
@@ -62,15 +62,6 @@ def ledger_statement(backend: Backend, ledger: str) -> str:
         "  applied_at TEXT NOT NULL\n"
         ")"
     )
-
-
-def _columns_statement(backend: Backend) -> str:
-    if backend == "mysql":
-        return (
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
-        )
-    return "SELECT name FROM pragma_table_info(?)"
 
 
 def _record_statement(backend: Backend, ledger: str) -> str:
@@ -124,10 +115,7 @@ async def apply_migrations(
     """
     backend = conn.backend
     await conn.execute(ledger_statement(backend, ledger), ())
-    columns = {
-        str(row[0]).lower() for row in await conn.fetchall(_columns_statement(backend), (ledger,))
-    }
-    if not {"v", "description", "applied_at"} <= columns:
+    if not {"v", "description", "applied_at"} <= await table_columns(conn, ledger):
         raise SchemaError(
             f"table {ledger!r} exists but was not made by tidb-memory; {owner_hint}",
             operation="setup",

@@ -201,6 +201,11 @@ class ListQuery:
     params: list[Any]
     #: The metadata filter, applied to each row after SQL has narrowed them down.
     filter: Mapping[Any, Any] | None = None
+    #: Paging state: checkpoints still to return (``None``: no limit), where the next page
+    #: starts, and whether the last page was read.
+    remaining: int | None = None
+    cursor: list[Any] | None = None
+    done: bool = False
 
 
 def next_version(current: str | int | None) -> str:

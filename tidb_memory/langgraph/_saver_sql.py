@@ -7,12 +7,13 @@ The SQL avoids what TiDB does not run (``JSON_TABLE``, the ``INSERT ... AS new``
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from langgraph.checkpoint.serde.types import TASKS
 
+from tidb_memory._migrations import Migration
 from tidb_memory.engine import Backend
 from tidb_memory.errors import InvalidInputError
 from tidb_memory.schema import check_table_name, quote
@@ -172,59 +173,26 @@ def _v2(backend: Backend, t: Tables) -> list[str]:
 SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
 
-#: The schema, as (version, description, statements). Append only: a version, once released,
-#: never changes. Every statement must be idempotent (``IF NOT EXISTS``, or a guarded ALTER), so
-#: that a setup interrupted between a DDL and its version record can simply run again.
-MIGRATIONS: tuple[tuple[int, str, Any], ...] = (
+#: The schema, as (version, description, statements of a table set). Append only: a version,
+#: once released, never changes. Every statement must be idempotent (``IF NOT EXISTS``, or a
+#: guarded ALTER), so that a setup interrupted between a DDL and its version record can simply
+#: run again. :func:`~tidb_memory._migrations.apply_migrations` runs them against the
+#: ``<prefix>_migrations`` ledger.
+MIGRATIONS: tuple[tuple[int, str, Callable[[Backend, Tables], list[str]]], ...] = (
     (1, "checkpoints, blobs and writes tables", _v1),
     (2, "threads table: owner, title, last activity, checkpoint count", _v2),
 )
 
 
-def migrations_table(backend: Backend, t: Tables) -> str:
-    m = quote(backend, t.migrations)
-    if backend == "mysql":
-        return (
-            f"CREATE TABLE IF NOT EXISTS {m} (\n"
-            "  `v` INT NOT NULL,\n"
-            "  `description` VARCHAR(255) NOT NULL,\n"
-            "  `applied_at` DATETIME(6) NOT NULL,\n"
-            f"  PRIMARY KEY (`v`){_CLUSTERED}\n" + _MYSQL_TABLE
-        )
-    return (
-        f"CREATE TABLE IF NOT EXISTS {m} (\n"
-        "  v INTEGER NOT NULL PRIMARY KEY,\n"
-        "  description TEXT NOT NULL,\n"
-        "  applied_at TEXT NOT NULL\n"
-        ")"
-    )
+def bind_migrations(
+    t: Tables, declared: Sequence[tuple[int, str, Callable[[Backend, Tables], list[str]]]]
+) -> tuple[Migration, ...]:
+    """``declared`` for the table set ``t``, as the shared runner takes them."""
 
+    def on(steps: Callable[[Backend, Tables], list[str]]) -> Callable[[Backend], list[str]]:
+        return lambda backend: steps(backend, t)
 
-def migrations_columns(backend: Backend, t: Tables) -> tuple[str, tuple[Any, ...]]:
-    if backend == "mysql":
-        return (
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
-            (t.migrations,),
-        )
-    return ("SELECT name FROM pragma_table_info(?)", (t.migrations,))
-
-
-def applied_versions(backend: Backend, t: Tables) -> str:
-    return f"SELECT `v` FROM {quote(backend, t.migrations)}"
-
-
-def record_version(backend: Backend, t: Tables) -> str:
-    m = quote(backend, t.migrations)
-    if backend == "mysql":
-        return (
-            f"INSERT INTO {m} (`v`, `description`, `applied_at`) "
-            "VALUES (%s, %s, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE `v` = `v`"
-        )
-    return (
-        f"INSERT INTO {m} (v, description, applied_at) "
-        "VALUES (?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now')) ON CONFLICT DO NOTHING"
-    )
+    return tuple(Migration(v, d, on(steps)) for v, d, steps in declared)
 
 
 def placeholder(backend: Backend) -> str:

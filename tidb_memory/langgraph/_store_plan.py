@@ -27,7 +27,7 @@ from ..errors import InvalidInputError, MessageTooLargeError
 from ._store_filter import Condition, compile_filter
 from ._store_sql import KEY_MAX_BYTES, NS_MAX_BYTES
 
-__all__ = ["Get", "Plan", "Put", "Search", "plan"]
+__all__ = ["Get", "Plan", "Put", "Search", "check_ns", "plan"]
 
 NsKey = tuple[tuple[str, ...], str]
 
@@ -88,7 +88,7 @@ class Plan:
         return out, starts
 
 
-def _check_ns(namespace: object, *, what: str) -> tuple[str, ...]:
+def check_ns(namespace: object, *, what: str) -> tuple[str, ...]:
     if not isinstance(namespace, tuple):
         raise InvalidInputError(f"{what} must be a tuple of str, not {type(namespace).__name__}")
     size = sum(len(check_text(label, f"{what} label").encode()) + 1 for label in namespace)
@@ -147,10 +147,10 @@ def plan(ops: Iterable[Op], *, max_value_bytes: int) -> Plan:
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from exc
         if isinstance(op, GetOp):
-            ns = _check_ns(op.namespace, what="namespace")
+            ns = check_ns(op.namespace, what="namespace")
             out.gets.append(Get(i, ns, _check_key(op.key), bool(op.refresh_ttl)))
         elif isinstance(op, SearchOp):
-            _check_ns(op.namespace_prefix, what="namespace_prefix")
+            check_ns(op.namespace_prefix, what="namespace_prefix")
             if op.query is not None and not isinstance(op.query, str):
                 raise InvalidInputError("query must be a str")
             limit = as_count("limit", op.limit, low=0)
@@ -166,7 +166,7 @@ def plan(ops: Iterable[Op], *, max_value_bytes: int) -> Plan:
             as_count("offset", op.offset, low=0)
             out.lists.append((i, op))
         elif isinstance(op, PutOp):
-            ns = _check_ns(op.namespace, what="namespace")
+            ns = check_ns(op.namespace, what="namespace")
             if not ns:
                 raise InvalidInputError("namespace cannot be empty")
             if ns[0] == "langgraph":

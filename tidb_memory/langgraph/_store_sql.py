@@ -44,6 +44,7 @@ __all__ = [
     "keys_condition",
     "prefix_condition",
     "store_migrations",
+    "under_statement",
     "vector_migrations",
 ]
 
@@ -404,6 +405,17 @@ def refresh_statement(
         f"CAST(ttl_minutes * 60000000 AS {integer}) WHERE {cond} AND ttl_minutes IS NOT NULL "
         f"AND expires_at > {ph}",
         [now, *params, now],
+    )
+
+
+def under_statement(
+    backend: Backend, t: StoreTables, prefix: Sequence[str]
+) -> tuple[str, list[Any]]:
+    """Up to N keys in ``prefix`` or below it, expired or not (parameters: these, then N)."""
+    cond, params = prefix_condition(backend, "ns", prefix)
+    return (
+        f"SELECT ns, item_key FROM {quote(backend, t.items)} WHERE {cond} LIMIT {p(backend)}",
+        params,
     )
 
 

@@ -1,5 +1,7 @@
 """TTL for the store: sweeping expired items in bounded batches, and the periodic sweeper.
 
+The batch loop (:meth:`TTLSweeper._in_batches`) also serves the store's erasure by namespace.
+
 Reads never return an expired item (they compare ``expires_at`` with the time), so sweeping only
 reclaims space: :meth:`TTLSweeper.asweep_ttl` deletes up to ``sweep_batch`` items (and their
 vectors) per statement until none is left, and the sweeper task runs it every
@@ -13,11 +15,12 @@ import atexit
 import concurrent.futures
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import _bridge
 from .._retry import RetryPolicy, retrying
-from ..engine import Backend, Database
+from ..engine import Backend, Connection, Database
 from ..errors import InvalidInputError
 from . import _store_sql as sql
 
@@ -53,25 +56,38 @@ class TTLSweeper:
         return self.db.run_sync(self.asweep_ttl)
 
     async def _sweep(self) -> int:
-        backend, t, total = self.backend, self.tables, 0
-        while True:
+        backend, t = self.backend, self.tables
+
+        async def step(conn: Connection) -> tuple[int, int]:
             now = time.time_ns() // 1000
+            rows = await conn.fetchall(sql.expired_statement(backend, t), (now, self.sweep_batch))
+            keys = [(sql.decode_ns(r[0]), sql.decode_key(r[1])) for r in rows]
+            if keys:
+                statements = sql.sweep_statements(
+                    backend, t, keys, now, vectors=self.index is not None
+                )
+                await conn.execute_all(statements, max_bytes=_STATEMENT_BYTES)
+            return len(keys), len(keys)
 
-            async def attempt(now: int = now) -> int:
+        return await self._in_batches("sweep_ttl", step)
+
+    async def _in_batches(
+        self, operation: str, step: Callable[[Connection], Awaitable[tuple[int, int]]]
+    ) -> int:
+        """Run ``step`` (one retried attempt on one connection: it finds up to
+        :attr:`sweep_batch` items, deletes them and returns how many it found and deleted)
+        until it finds fewer than a batch; returns the total deleted."""
+        total = 0
+        while True:
+
+            async def attempt() -> tuple[int, int]:
                 async with self.db.connection() as conn:
-                    rows = await conn.fetchall(
-                        sql.expired_statement(backend, t), (now, self.sweep_batch)
-                    )
-                    keys = [(sql.decode_ns(r[0]), sql.decode_key(r[1])) for r in rows]
-                    if keys:
-                        statements = sql.sweep_statements(
-                            backend, t, keys, now, vectors=self.index is not None
-                        )
-                        await conn.execute_all(statements, max_bytes=_STATEMENT_BYTES)
-                    return len(keys)
+                    return await step(conn)
 
-            found = await retrying(attempt, policy=self.retry, operation="sweep_ttl", table=t.items)
-            total += found
+            found, deleted = await retrying(
+                attempt, policy=self.retry, operation=operation, table=self.tables.items
+            )
+            total += deleted
             if found < self.sweep_batch:
                 return total
 

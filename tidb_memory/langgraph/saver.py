@@ -43,7 +43,6 @@ and the namespace hash is hex decoded by ``UNHEX``.
 from __future__ import annotations
 
 import builtins
-import hashlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -61,16 +60,10 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tidb_memory._checks import as_count, check_text
-from tidb_memory._retry import (
-    DEFAULT_RETRY_POLICY,
-    RetryPolicy,
-    Verdict,
-    classify,
-    error_code,
-    retrying,
-)
+from tidb_memory._migrations import apply_migrations
+from tidb_memory._retry import DEFAULT_RETRY_POLICY, RetryPolicy, retrying
 from tidb_memory.engine import Backend, Binary, Connection, Database, get_database
-from tidb_memory.errors import InvalidInputError, SchemaError, StorageError
+from tidb_memory.errors import InvalidInputError
 from tidb_memory.langgraph._saver_rows import (
     STATEMENT_BYTES,
     CheckpointTooLargeError,
@@ -95,12 +88,9 @@ from tidb_memory.langgraph._saver_sql import (
     MIGRATIONS,
     Select,
     Tables,
-    applied_versions,
+    bind_migrations,
     insert_writes_statement,
-    migrations_columns,
-    migrations_table,
     read_statement,
-    record_version,
 )
 from tidb_memory.langgraph.retention import RetentionPolicy
 from tidb_memory.langgraph.threads import ThreadsMixin
@@ -125,8 +115,6 @@ DEFAULT_MAX_BLOB_BYTES = 6 * 1024 * 1024
 DEFAULT_LIST_PAGE_SIZE = 50
 #: Rows per ``DELETE`` of ``delete_thread`` on MySQL and TiDB (TiDB caps a transaction).
 DEFAULT_DELETE_BATCH = 1000
-#: Seconds ``setup`` waits for another process's migration to finish.
-SETUP_LOCK_TIMEOUT = 60
 
 
 class AsyncTiDBSaver(ThreadsMixin, BaseCheckpointSaver[str]):
@@ -244,50 +232,14 @@ class AsyncTiDBSaver(ThreadsMixin, BaseCheckpointSaver[str]):
         await retrying(attempt, policy=self.retry, operation="setup", table=self.tables.migrations)
 
     async def _migrate(self, conn: Connection) -> None:
-        backend, t = conn.backend, self.tables
-        await conn.execute(migrations_table(backend, t), ())
-        sql, params = migrations_columns(backend, t)
-        columns = {str(row[0]).lower() for row in await conn.fetchall(sql, params)}
-        if not {"v", "description", "applied_at"} <= columns:
-            raise SchemaError(
-                f"table {t.migrations!r} exists but was not made by tidb-memory (another "
-                "checkpointer, such as langgraph-checkpoint-mysql, uses the same names); "
-                "choose another table_prefix",
-                operation="setup",
-                table=t.migrations,
-            )
-        lock = None
-        if backend == "mysql":
-            database = self.db.spec.url.database or ""
-            digest = hashlib.md5(f"{database}.{t.migrations}".encode(), usedforsecurity=False)
-            lock = "tidb_memory:" + digest.hexdigest()
-            try:
-                row = await conn.fetchall("SELECT GET_LOCK(%s, %s)", (lock, SETUP_LOCK_TIMEOUT))
-            except Exception as exc:
-                code = error_code(exc)
-                if code is None or code < 1000 or classify(exc) is not Verdict.FATAL:
-                    raise
-                # A server without a working GET_LOCK (old TiDB releases make it a no-op that
-                # must be enabled): go on unguarded, every step is idempotent.
-                row, lock = [(1,)], None
-            if not row or row[0][0] != 1:
-                raise StorageError(
-                    f"setup waited {SETUP_LOCK_TIMEOUT}s for another setup of "
-                    f"{t.migrations!r} to finish; try again",
-                    operation="setup",
-                    table=t.migrations,
-                )
-        try:
-            done = {int(r[0]) for r in await conn.fetchall(applied_versions(backend, t), ())}
-            for version, description, statements in MIGRATIONS:
-                if version in done:
-                    continue
-                for statement in statements(backend, t):
-                    await conn.execute(statement, ())
-                await conn.execute(record_version(backend, t), (version, description))
-        finally:
-            if lock is not None:
-                await conn.fetchall("SELECT RELEASE_LOCK(%s)", (lock,))
+        await apply_migrations(
+            conn,
+            database=self.db.spec.url.database or "",
+            ledger=self.tables.migrations,
+            migrations=bind_migrations(self.tables, MIGRATIONS),
+            owner_hint="another checkpointer (such as langgraph-checkpoint-mysql) uses the "
+            "same names: choose another table_prefix",
+        )
 
     # -- versions ---------------------------------------------------------------------------
 
@@ -350,17 +302,10 @@ class AsyncTiDBSaver(ThreadsMixin, BaseCheckpointSaver[str]):
         Raises:
             InvalidInputError: a bad id, namespace, filter or limit; before any I/O.
         """
-        query, remaining = self._list_query(config, filter, before, limit)
-        cursor: _List[Any] | None = None
-        while remaining is None or remaining > 0:
-            size = self.list_page_size if remaining is None else min(remaining, self.list_page_size)
-            page, cursor = await self.db.run(self._list_page, query, size, cursor)
-            for item in page[:remaining]:
+        query = self._list_query(config, filter, before, limit)
+        while (page := await self.db.run(self._next_page, query)) is not None:
+            for item in page:
                 yield item
-            if cursor is None:
-                return
-            if remaining is not None:
-                remaining -= len(page)
 
     def list(
         self,
@@ -371,16 +316,9 @@ class AsyncTiDBSaver(ThreadsMixin, BaseCheckpointSaver[str]):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         """Synchronous :meth:`alist`; fetches one page per step of the iteration."""
-        query, remaining = self._list_query(config, filter, before, limit)
-        cursor: _List[Any] | None = None
-        while remaining is None or remaining > 0:
-            size = self.list_page_size if remaining is None else min(remaining, self.list_page_size)
-            page, cursor = self.db.run_sync(self._list_page, query, size, cursor)
-            yield from page[:remaining]
-            if cursor is None:
-                return
-            if remaining is not None:
-                remaining -= len(page)
+        query = self._list_query(config, filter, before, limit)
+        while (page := self.db.run_sync(self._next_page, query)) is not None:
+            yield from page
 
     def _list_query(
         self,
@@ -388,7 +326,7 @@ class AsyncTiDBSaver(ThreadsMixin, BaseCheckpointSaver[str]):
         filter: Mapping[str, Any] | None,
         before: RunnableConfig | None,
         limit: object,
-    ) -> tuple[ListQuery, int | None]:
+    ) -> ListQuery:
         params: _List[Any] = []
         thread = ns = has_id = False
         if config is not None:
@@ -415,7 +353,20 @@ class AsyncTiDBSaver(ThreadsMixin, BaseCheckpointSaver[str]):
             has_before = True
         remaining = None if limit is None else as_count("limit", limit, low=0)
         sel = Select(thread=thread, ns=ns, checkpoint_id=has_id, filters=filters, before=has_before)
-        return ListQuery(sel, params, dict(filter) if filter else None), remaining
+        return ListQuery(sel, params, dict(filter) if filter else None, remaining)
+
+    async def _next_page(self, query: ListQuery) -> _List[CheckpointTuple] | None:
+        """The next page of ``query``, advancing it; ``None`` once it is over. The one paging
+        loop, driven by :meth:`alist` and :meth:`list` alike."""
+        remaining = query.remaining
+        if query.done or remaining == 0:
+            return None
+        size = self.list_page_size if remaining is None else min(remaining, self.list_page_size)
+        page, query.cursor = await self._list_page(query, size, query.cursor)
+        query.done = query.cursor is None
+        if remaining is not None:
+            query.remaining = remaining - len(page)
+        return page
 
     async def _list_page(
         self, query: ListQuery, size: int, cursor: _List[Any] | None

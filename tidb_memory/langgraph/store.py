@@ -43,12 +43,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .._migrations import apply_migrations
 from .._process import forget_at_fork
 from .._retry import DEFAULT_RETRY_POLICY, RetryPolicy, retrying
-from ..engine import Binary, Database, get_database
+from ..engine import Binary, Connection, Database, get_database
 from ..errors import InvalidInputError
+from ..schema import table_columns
 from . import _store_sql as sql
 from ._store_filter import client_match
 from ._store_group import BatchGroup
-from ._store_plan import Plan, Put, Search, plan
+from ._store_plan import Plan, Put, Search, check_ns, plan
 from ._store_ttl import TTLSweeper
 from ._vectors import (
     check_vectors,
@@ -222,6 +223,57 @@ class AsyncTiDBStore(TTLSweeper, BaseStore):
                 version = str((await conn.fetchall("SELECT VERSION()", ()))[0][0])
             self._tidb_vectors = tidb_has_vectors(version)
         return self._tidb_vectors
+
+    # -- erasure ----------------------------------------------------------------------------
+
+    async def adelete_namespace(self, namespace: tuple[str, ...]) -> int:
+        """Delete every item in ``namespace`` and in the namespaces below it, with their
+        vectors; returns how many items. For "delete my data" requests (see
+        :func:`tidb_memory.aerase_user`).
+
+        Labels match whole: ``("memories", "u1")`` never reaches ``("memories", "u10")``.
+        Expired items not yet swept are deleted too. Runs in batches of :attr:`sweep_batch`
+        items, so that no statement touches an unbounded number of rows; idempotent: after a
+        failure, call it again.
+
+        Example::
+
+            deleted = await store.adelete_namespace(("memories", "alice"))
+
+        Raises:
+            InvalidInputError: an empty or malformed namespace, before any I/O.
+        """
+        prefix = check_ns(namespace, what="namespace")
+        if not prefix:
+            raise InvalidInputError(
+                "namespace must have at least one label: an empty one would delete every item"
+            )
+        return await self.db.run(self._delete_under, prefix)
+
+    def delete_namespace(self, namespace: tuple[str, ...]) -> int:
+        """Synchronous :meth:`adelete_namespace`."""
+        return self.db.run_sync(self.adelete_namespace, namespace)
+
+    async def _delete_under(self, prefix: tuple[str, ...]) -> int:
+        backend, t = self.backend, self.tables
+        select, params = sql.under_statement(backend, t, prefix)
+        # A store built without ``index`` may share its tables with one that embeds: the
+        # user's vectors go too, whenever their table exists.
+        vectors: bool | None = True if self.index is not None else None
+
+        async def step(conn: Connection) -> tuple[int, int]:
+            nonlocal vectors
+            if vectors is None:
+                vectors = bool(await table_columns(conn, t.vectors))
+            rows = await conn.fetchall(select, [*params, self.sweep_batch])
+            keys = [(sql.decode_ns(r[0]), sql.decode_key(r[1])) for r in rows]
+            if not keys:
+                return 0, 0
+            if vectors:  # first: a retry after the items went would no longer find them
+                await conn.execute(*sql.delete_statement(backend, t.vectors, keys))
+            return len(keys), await conn.execute(*sql.delete_statement(backend, t.items, keys))
+
+        return await self._in_batches("delete_namespace", step)
 
     # -- batch ------------------------------------------------------------------------------
 
