@@ -316,7 +316,9 @@ def test_gunicorn_max_requests_recycles_workers(
     text = log.read_text()
     booted = text.count("Booting worker")
     print(f"[gunicorn] 64 requests with --max-requests 8: {serve_s:.2f}s, {booted} workers booted")
-    assert booted >= 2 + 64 // 8 - 2, text  # the recycles really happened
+    # The recycles really happened: of 64 requests the two last workers served at most 16, so at
+    # least 6 workers retired, and all but the last two retirements were replaced before SIGTERM.
+    assert booted >= 2 + 4, text
     for bad in ("WORKER TIMEOUT", "Traceback", "was sent SIGKILL"):
         assert bad not in text, text
     assert stored(mysql_user, app_table) == expected(64)
