@@ -23,7 +23,7 @@ STAMP_BENCH := $(call stamp,$(EXTRAS)$(comma)bench)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install install-bench langchain-core-tests demo test test-lowest lint types fmt bench clean FORCE
+.PHONY: help venv install install-bench langchain-core-tests demo test test-lowest lint types fmt bench bench-growth clean FORCE
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' \
@@ -138,11 +138,15 @@ fmt: install ## Apply safe lint fixes and reformat (ruff check --fix + ruff form
 
 # Every round is printed as it finishes, then each benchmark's table. BENCH_ARGS go to turns.py.
 BENCH_ARGS ?=
-bench: install-bench ## Run the benchmarks: turns, LangGraph savers, connection churn
+bench: install-bench ## Run the benchmarks: turns, LangGraph savers, connection churn, store
 	@set -e; \
 	echo "==> benchmarks/turns.py $(BENCH_ARGS)"; $(BIN)/python benchmarks/turns.py $(BENCH_ARGS); \
 	echo "==> benchmarks/graph_savers.py"; $(BIN)/python benchmarks/graph_savers.py; \
-	echo "==> benchmarks/churn.py"; $(BIN)/python benchmarks/churn.py
+	echo "==> benchmarks/churn.py"; $(BIN)/python benchmarks/churn.py; \
+	echo "==> benchmarks/store.py"; $(BIN)/python benchmarks/store.py
+
+bench-growth: install-bench ## Checkpoint growth with and without retention (long: ~15 min)
+	$(BIN)/python benchmarks/growth.py
 
 clean: ## Remove .venv, caches and build output
 	rm -rf $(VENV) $(LOWEST_VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -166,9 +166,9 @@ async def test_a_failing_member_gets_its_own_error_and_the_others_are_stored(
     )
     assert results[0] is None and results[2] is None
     assert isinstance(results[1], pymysql.err.ProgrammingError | sqlite3.OperationalError)
+    # A member's statements commit together: (2, "b") was rolled back with the failed insert.
     assert backend.query(f"SELECT id, v FROM {backend.q(table)} ORDER BY id") == [
         (1, "a"),
-        (2, "b"),
         (3, "c"),
     ]
 
@@ -226,3 +226,18 @@ async def test_random_text_round_trips_through_the_server(
         finally:
             await conn.execute("SET SESSION sql_mode = DEFAULT", ())
     assert [v for (v,) in rows] == texts
+
+
+async def test_a_failed_group_leaves_no_transaction_open(backend: Target, table: str) -> None:
+    """The statements of a group run in one transaction; when one fails it is rolled back, so
+    the connection goes back to the pool in autocommit and its next write is committed."""
+    create(backend, table)
+    db = get_database(backend.url, engine_args={"pool_size": 1, "max_overflow": 0})
+    sql = upsert(backend, table)
+    bad = f"INSERT INTO no_such_table_zz (id) VALUES ({backend.ph})"
+    with pytest.raises((pymysql.err.ProgrammingError, sqlite3.OperationalError)):
+        await db.execute_grouped([(sql, (1, "a")), (bad, (1,))], max_bytes=1 << 20)
+    await db.execute_grouped([(sql, (2, "b"))], max_bytes=1 << 20)
+    # Read by another connection: only committed rows are visible to it.
+    assert backend.query(f"SELECT id, v FROM {backend.q(table)} ORDER BY id") == [(2, "b")]
+    await db.aclose()

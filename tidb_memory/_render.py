@@ -3,7 +3,8 @@ finished text and never a parameter."""
 
 from __future__ import annotations
 
-import base64
+import re
+from binascii import b2a_base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ def _render(driver: Any, sql: str, params: Sequence[Any]) -> str:
             text = _escape(value) if backslashes else value.replace("'", "''")
             literals.append("'" + text + "'")
         elif kind is Binary:
-            literals.append("FROM_BASE64('" + base64.b64encode(value.data).decode("ascii") + "')")
+            literals.append("FROM_BASE64('" + b2a_base64(value.data, newline=False).decode() + "')")
         elif kind is int:
             literals.append(str(value))
         elif value is None:
@@ -50,13 +51,21 @@ def _render(driver: Any, sql: str, params: Sequence[Any]) -> str:
     return sql % tuple(literals)
 
 
+#: The characters :func:`_escape` replaces.
+_SPECIAL = re.compile(r"[\\'\x00\n\r\x1a]")
+
+
 def _escape(text: str) -> str:
     """``text`` for a single-quoted literal, with MySQL's backslash escapes.
 
     The characters mysql_real_escape_string escapes, less the double quote, which needs none
     inside single quotes. pymysql's ``escape_string`` (``str.translate``) takes 58 µs for a
     1.9 KB JSON document, most of it on the quotes; a C scan per character here takes 5 µs.
+    Most values (ids, versions, channel names) need nothing: one regex scan says so, instead
+    of six.
     """
+    if _SPECIAL.search(text) is None:
+        return text
     return (
         text.replace("\\", "\\\\")
         .replace("'", "\\'")

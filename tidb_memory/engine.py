@@ -56,7 +56,7 @@ from ._url import Backend as Backend
 from ._url import ConnectionSpec as ConnectionSpec
 from ._url import _engine_kwargs
 from ._url import parse_url as parse_url
-from ._writes import _WriteGroup
+from ._writes import _WriteGroup, execute_atomic
 from .errors import ConfigurationError, SyncCallError
 
 __all__ = [
@@ -241,7 +241,7 @@ class Database:
         if await group.join(statements, max_bytes):
             return
         async with self.connection() as conn:
-            await conn.execute_all(statements, max_bytes=max_bytes)
+            await execute_atomic(conn, statements, max_bytes)
 
     # -- crossing loops and threads
 

@@ -65,11 +65,18 @@ class CheckpointTooLargeError(MessageTooLargeError):
     """
 
 
-def weight(value: Any) -> int:
-    """Roughly the bytes ``value`` adds to a MySQL statement."""
-    if isinstance(value, Binary):
-        return len(value.data) * 4 // 3 + 16  # base64
-    return len(value.encode()) if isinstance(value, str) else 8
+def weight(row: Sequence[Any]) -> int:
+    """Roughly the bytes ``row`` adds to a MySQL statement."""
+    size = 64
+    for value in row:
+        kind = type(value)
+        if kind is Binary:
+            size += len(value.data) * 4 // 3 + 16  # base64
+        elif kind is str:
+            size += len(value) if value.isascii() else len(value.encode())
+        else:
+            size += 8
+    return size
 
 
 @lru_cache(maxsize=1024)
@@ -398,26 +405,25 @@ def batches(
     rows: list[list[Any]],
     builder: Callable[[Backend, Tables, int], str],
 ) -> list[Statement]:
-    """Multi-row inserts of ``rows``: one statement unless the rows are very large."""
-    out: list[Statement] = []
-    batch: list[list[Any]] = []
-    size = 0
-
-    def statement() -> Statement:
-        return builder(backend, tables, len(batch)), [value for row in batch for value in row]
-
-    for row in rows:
-        row_weight = sum(weight(v) for v in row) + 64
-        over = (
-            size + row_weight > STATEMENT_BYTES
-            if backend == "mysql"
-            else (len(batch) + 1) * len(row) > _SQLITE_PARAMS
-        )
-        if batch and over:
-            out.append(statement())
-            batch, size = [], 0
-        batch.append(row)
-        size += row_weight
-    if batch:
-        out.append(statement())
-    return out
+    """Multi-row inserts of ``rows``: one statement unless the rows are very large (MySQL's
+    statement budget) or many (SQLite's parameter limit)."""
+    groups: list[list[list[Any]]] = []
+    if backend == "mysql":
+        batch: list[list[Any]] = []
+        size = 0
+        for row in rows:
+            row_weight = weight(row)
+            if batch and size + row_weight > STATEMENT_BYTES:
+                groups.append(batch)
+                batch, size = [], 0
+            batch.append(row)
+            size += row_weight
+        if batch:
+            groups.append(batch)
+    elif rows:
+        step = max(1, _SQLITE_PARAMS // len(rows[0]))
+        groups = [rows[i : i + step] for i in range(0, len(rows), step)]
+    return [
+        (builder(backend, tables, len(batch)), [value for row in batch for value in row])
+        for batch in groups
+    ]

@@ -25,15 +25,16 @@ is in :mod:`._saver_sql`, the row conversions in :mod:`._saver_rows`.
 Round trips: ``aget_tuple`` 1 (one statement returns the checkpoint, its blobs and its pending
 writes as ``UNION ALL`` rows tagged with a kind column; the blobs of exactly the versions the
 checkpoint references are found by primary-key lookups, expanding ``refs`` with a recursive CTE
-instead of ``JSON_TABLE``, which TiDB lacks); ``aput`` 1 (the new blobs' insert and the
-checkpoint row in one multi-statement query); ``aput_writes`` 1; ``alist`` 1 per page of
-:attr:`AsyncTiDBSaver.list_page_size` checkpoints.
+instead of ``JSON_TABLE``, which TiDB lacks); ``aput`` 1 (the new blobs' insert, the
+checkpoint row and the thread's row in one multi-statement query, one transaction);
+``aput_writes`` 1; ``alist`` 1 per page of :attr:`AsyncTiDBSaver.list_page_size` checkpoints.
 
 Every write is keyed and idempotent, so the retry policy may repeat one after a lost connection
 without duplicating or losing anything. Blobs are content-addressed by (channel, version), so
 they are written first and the checkpoint row is the commit point; a blob orphaned by a failed
 ``aput`` is harmless and is reused by the retry. Because every write is idempotent, the writes of
-concurrent calls may also share a round trip (:meth:`Database.execute_grouped`).
+concurrent calls may also share a round trip and its transaction
+(:meth:`Database.execute_grouped`).
 
 Blobs never travel as a ``bytes`` parameter to aiomysql (PyMySQL 1.2 broke them): they are
 :class:`~tidb_memory.engine.Binary` values, which the engine writes as ``FROM_BASE64('...')``,
