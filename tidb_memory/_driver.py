@@ -20,6 +20,11 @@ was written against and the reason:
   stream's buffer (see :func:`_take_rows`), instead of two awaited reads per row
   (``tests/test_rows.py`` checks them by name and against PyMySQL).
 * SQLAlchemy ``Pool._invalidate`` (2.0-2.1): a lost connection marks its whole generation stale.
+* SQLAlchemy ``QueuePool._max_overflow`` and ``_timeout``, ``Pool._recycle``, and a checked-out
+  connection's ``_connection_record`` with its ``starttime`` and ``_is_hard_or_soft_invalidated()``
+  (2.0-2.1): the idle connections kept in front of the pool (``_idle``) honour the pool's limit
+  and wait, and make the checks ``_ConnectionRecord.get_connection`` makes at checkout
+  (:func:`pool_overflow_limit`, :func:`pool_wait_timeout`, :func:`still_usable`).
 * SQLAlchemy ``sqlalchemy.util.greenlet_spawn`` (2.0-2.1), undocumented: the pool's sync API
   called from a coroutine.
 
@@ -462,3 +467,27 @@ def _discard(pool: Pool, fairy: PoolProxiedConnection, exc: BaseException) -> No
         pool._invalidate(fairy, cause)  # this connection, and mark its generation stale
     else:
         fairy.invalidate(cause)
+
+
+def pool_overflow_limit(pool: Pool) -> int:
+    """The most connections ``pool`` opens above its size; negative: no limit."""
+    if not isinstance(pool, QueuePool):
+        return -1
+    limit: int = pool._max_overflow
+    return limit
+
+
+def pool_wait_timeout(pool: Pool) -> float:
+    """The seconds a checkout waits for a connection when ``pool`` is exhausted."""
+    timeout: float = getattr(pool, "_timeout", 30.0)
+    return timeout
+
+
+def still_usable(pool: Pool, fairy: PoolProxiedConnection, now: float) -> bool:
+    """False if ``pool`` would replace ``fairy`` at checkout: invalidated (its generation went
+    stale after a lost connection) or older than ``pool_recycle``."""
+    record = fairy._connection_record
+    if record is None or record._is_hard_or_soft_invalidated():
+        return False
+    recycle: float = pool._recycle
+    return recycle < 0 or now - record.starttime <= recycle
