@@ -22,7 +22,6 @@ import asyncio
 import collections
 import concurrent.futures
 import enum
-import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
@@ -110,11 +109,15 @@ class Bridge:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
 
-    def _forget(self) -> None:
-        # In a forked child the thread does not exist; start over without touching the parent's.
+    def _forget(self) -> tuple[object, ...]:
+        """In a forked child, where the thread does not exist: start over, and return the
+        parent's loop, thread and pending calls for the caller to keep (``_process`` does,
+        untouched)."""
+        inherited = (self._loop, self._thread, self._inbox)
         self._lock = threading.Lock()
         self._loop, self._thread, self._state = None, None, _State.IDLE
         self._inbox = None
+        return inherited
 
 
 class _Call(Generic[T]):
@@ -230,4 +233,3 @@ def call_on(
 
 
 BRIDGE = Bridge()
-os.register_at_fork(after_in_child=BRIDGE._forget)

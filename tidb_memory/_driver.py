@@ -12,7 +12,7 @@ was written against and the reason:
   it) and writes the credentials, every packet through ``write_packet``; the guard checks each
   packet there against the socket (``_tls.check_handshake_packet``).
 * aiomysql ``Connection._writer`` (0.2-0.3): the TLS transport, to wait for its close handshake.
-* aiomysql ``cursorclass(conn, False)`` and ``Cursor._rows`` (0.2-0.3): a cursor without the
+* aiomysql ``Cursor(conn, False)`` and ``Cursor._rows`` (0.2-0.3): a cursor without the
   future ``Connection.cursor()`` wraps it in, and its rows without a copy per call.
 * aiomysql ``Connection._read_query_result``, ``_reader``, ``_next_seq_id`` and
   ``MySQLResult._read_rowdata_packet`` (0.2-0.3), and asyncio ``StreamReader._buffer`` and
@@ -20,6 +20,11 @@ was written against and the reason:
   stream's buffer (see :func:`_take_rows`), instead of two awaited reads per row
   (``tests/test_rows.py`` checks them by name and against PyMySQL).
 * SQLAlchemy ``Pool._invalidate`` (2.0-2.1): a lost connection marks its whole generation stale.
+* SQLAlchemy ``QueuePool._max_overflow`` and ``_timeout``, ``Pool._recycle``, and a checked-out
+  connection's ``_connection_record`` with its ``starttime`` and ``_is_hard_or_soft_invalidated()``
+  (2.0-2.1): the idle connections kept in front of the pool (``_idle``) honour the pool's limit
+  and wait, and make the checks ``_ConnectionRecord.get_connection`` makes at checkout
+  (:func:`pool_overflow_limit`, :func:`pool_wait_timeout`, :func:`still_usable`).
 * SQLAlchemy ``sqlalchemy.util.greenlet_spawn`` (2.0-2.1), undocumented: the pool's sync API
   called from a coroutine.
 
@@ -69,6 +74,28 @@ _SERVER_CLOSES = frozenset({1153, 1158, 1159, 1160, 1161, 1927, 4031})
 _MULTI_STATEMENTS = 1 << 16
 
 
+#: The aiomysql cursor class every statement of ours runs on, on any engine's connection (set by
+#: :func:`load_aiomysql`, so that SQLite users never import the MySQL driver).
+_Cursor: Any = None
+
+
+def load_aiomysql() -> None:
+    """Import aiomysql and define our cursor class, once. No I/O."""
+    global _Cursor
+    if _Cursor is not None:
+        return
+    import aiomysql
+
+    class Cursor(aiomysql.Cursor):  # type: ignore[misc]
+        async def _show_warnings(self, conn: Any) -> None:
+            # aiomysql sends SHOW WARNINGS after any statement with a warning, which is one more
+            # round trip (and a Python warning) per call. Strict SQL mode, which INIT_COMMAND
+            # sets on every connection, turns the warnings that matter into errors.
+            return None
+
+    _Cursor = Cursor
+
+
 def _mysql_creator(
     spec: ConnectionSpec,
     track_tls: Callable[[asyncio.BaseTransport], None] | None = None,
@@ -79,12 +106,7 @@ def _mysql_creator(
     import pymysql
     from aiomysql.connection import MySQLResult
 
-    class Cursor(aiomysql.Cursor):  # type: ignore[misc]
-        async def _show_warnings(self, conn: Any) -> None:
-            # aiomysql sends SHOW WARNINGS after any statement with a warning, which is one more
-            # round trip (and a Python warning) per call. Strict SQL mode, which INIT_COMMAND
-            # sets on every connection, turns the warnings that matter into errors.
-            return None
+    load_aiomysql()
 
     class Result(MySQLResult):  # type: ignore[misc]
         async def _read_rowdata_packet(self) -> None:
@@ -163,7 +185,7 @@ def _mysql_creator(
         "init_command": INIT_COMMAND,
         "local_infile": False,
         "ssl": context,
-        "cursorclass": Cursor,
+        "cursorclass": _Cursor,
     }
     if "unix_socket" in url.query:
         connect_kwargs["unix_socket"] = url.query["unix_socket"]
@@ -330,8 +352,9 @@ class Connection:
     async def fetchall(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """Run one query and return all its rows."""
         if self.backend == "mysql":
-            # The cursor class directly: Connection.cursor() wraps it in a future per call.
-            cur = self.driver.cursorclass(self.driver, False)
+            # The cursor class directly: Connection.cursor() wraps it in a future per call. Ours,
+            # not the connection's: an application engine's connections have aiomysql's own.
+            cur = _Cursor(self.driver, False)
             with _Deadline(self.driver, self.read_timeout):
                 await cur.execute(_render(self.driver, sql, params))
             return list(cur._rows or ())
@@ -340,7 +363,7 @@ class Connection:
     async def execute(self, sql: str, params: Sequence[Any]) -> int:
         """Run one statement and return the number of rows it changed."""
         if self.backend == "mysql":
-            cur = self.driver.cursorclass(self.driver, False)
+            cur = _Cursor(self.driver, False)
             with _Deadline(self.driver, self.read_timeout):
                 return await cur.execute(_render(self.driver, sql, params))  # type: ignore[no-any-return]
         cursor = await self.driver.execute(sql, _sqlite_params(params))
@@ -392,7 +415,7 @@ class Connection:
         return results
 
     async def _send(self, group: list[tuple[str, bool]]) -> list[list[Any] | None]:
-        cur = self.driver.cursorclass(self.driver, False)
+        cur = _Cursor(self.driver, False)
         out: list[list[Any] | None] = []
         with _Deadline(self.driver, self.read_timeout):
             await cur.execute(";".join(text for text, _ in group))
@@ -403,6 +426,18 @@ class Connection:
             while await cur.nextset():  # every result must be read, or the next call breaks
                 pass
         return out
+
+
+#: pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS, likewise.
+_IN_TRANS = 1
+
+
+def in_transaction(driver: Any, backend: Backend) -> bool:
+    """The connection has a transaction open (no I/O: aiomysql keeps the server's status flags
+    from the last reply; sqlite3 knows its own state)."""
+    if backend == "mysql":
+        return bool(driver.server_status & _IN_TRANS)
+    return bool(driver.in_transaction)
 
 
 def _reusable(exc: BaseException) -> bool:
@@ -432,3 +467,27 @@ def _discard(pool: Pool, fairy: PoolProxiedConnection, exc: BaseException) -> No
         pool._invalidate(fairy, cause)  # this connection, and mark its generation stale
     else:
         fairy.invalidate(cause)
+
+
+def pool_overflow_limit(pool: Pool) -> int:
+    """The most connections ``pool`` opens above its size; negative: no limit."""
+    if not isinstance(pool, QueuePool):
+        return -1
+    limit: int = pool._max_overflow
+    return limit
+
+
+def pool_wait_timeout(pool: Pool) -> float:
+    """The seconds a checkout waits for a connection when ``pool`` is exhausted."""
+    timeout: float = getattr(pool, "_timeout", 30.0)
+    return timeout
+
+
+def still_usable(pool: Pool, fairy: PoolProxiedConnection, now: float) -> bool:
+    """False if ``pool`` would replace ``fairy`` at checkout: invalidated (its generation went
+    stale after a lost connection) or older than ``pool_recycle``."""
+    record = fairy._connection_record
+    if record is None or record._is_hard_or_soft_invalidated():
+        return False
+    recycle: float = pool._recycle
+    return recycle < 0 or now - record.starttime <= recycle

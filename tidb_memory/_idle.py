@@ -19,10 +19,10 @@ included. When all of them are in use, callers wait here (first come, first serv
 ``pool_timeout``) rather than in SQLAlchemy's queue, which connections returned here would never
 reach.
 
-It reads SQLAlchemy 2.0-2.1 pool internals, for the reasons above: ``QueuePool._max_overflow``
-and ``_timeout`` (the limit and the wait), ``Pool._recycle``, and a connection's
-``_connection_record`` with its ``starttime`` and ``_is_hard_or_soft_invalidated()`` (the checks
-``_ConnectionRecord.get_connection`` makes at checkout).
+The pool's limit, its wait and the checks SQLAlchemy makes at checkout are read through
+``_driver`` (:func:`~tidb_memory._driver.pool_overflow_limit`,
+:func:`~tidb_memory._driver.pool_wait_timeout`, :func:`~tidb_memory._driver.still_usable`),
+which keeps every reach into a dependency's private parts.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import sqlalchemy.exc
 from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
-from ._driver import _checkin
+from ._driver import _checkin, pool_overflow_limit, pool_wait_timeout, still_usable
 
 __all__ = ["IdleConnections"]
 
@@ -126,13 +126,14 @@ class IdleConnections:
     def _full(self) -> bool:
         """True when the pool can neither hand out an idle connection nor open one."""
         pool = self.pool
-        if not isinstance(pool, QueuePool) or pool._max_overflow < 0:
+        limit = pool_overflow_limit(pool)
+        if not isinstance(pool, QueuePool) or limit < 0:
             return False
-        return pool.checkedin() == 0 and pool.overflow() >= pool._max_overflow
+        return pool.checkedin() == 0 and pool.overflow() >= limit
 
     async def _wait(self) -> PoolProxiedConnection | None:
         pool = self.pool
-        timeout: float = getattr(pool, "_timeout", 30.0)
+        timeout = pool_wait_timeout(pool)
         waiter: asyncio.Future[PoolProxiedConnection | None] = self._loop.create_future()
         self._waiters.append(waiter)
         timer = self._loop.call_later(timeout, _time_out, waiter, pool, timeout)
@@ -151,12 +152,7 @@ class IdleConnections:
             timer.cancel()
 
     def _usable(self, fairy: PoolProxiedConnection) -> bool:
-        # The checks SQLAlchemy's _ConnectionRecord.get_connection makes at checkout.
-        record = fairy._connection_record
-        if record is None or record._is_hard_or_soft_invalidated():
-            return False
-        recycle: float = self.pool._recycle
-        return recycle < 0 or time.time() - record.starttime <= recycle
+        return still_usable(self.pool, fairy, time.time())
 
     def _expire(self) -> None:
         self._timer = None
@@ -186,7 +182,8 @@ def _time_out(
         # SQLAlchemy's own error for an exhausted pool, so callers see one kind of error.
         waiter.set_exception(
             sqlalchemy.exc.TimeoutError(
-                f"QueuePool limit of size {pool.size()} overflow {pool._max_overflow} reached, "
+                f"QueuePool limit of size {pool.size()} overflow {pool_overflow_limit(pool)} "
+                "reached, "
                 f"connection timed out, timeout {timeout:.2f}"
             )
         )

@@ -26,20 +26,20 @@ import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import Pool
 from sqlalchemy.util import greenlet_spawn
 
-from . import _bridge
+from . import _bridge, _process
 from ._driver import INIT_COMMAND as INIT_COMMAND
 from ._driver import Connection as Connection
-from ._driver import _checkin, _discard, _reusable
+from ._driver import _checkin, _discard, _reusable, in_transaction, load_aiomysql
 from ._driver import _mysql_creator as _mysql_creator
 from ._driver import _sqlite_creator as _sqlite_creator
 from ._idle import IdleConnections
 from ._process import _databases as _databases
-from ._process import _databases_lock, _dispose, _resources_for, track_tls
+from ._process import _dispose, _resources_for, track_tls
 from ._process import _loops as _loops
 from ._render import Binary as Binary
 from ._tls import TLS_CLOSE_GRACE as TLS_CLOSE_GRACE
@@ -102,7 +102,14 @@ def create_engine(url: str | URL, *, engine_args: Mapping[str, Any] | None = Non
         raise ConfigurationError(
             "pool_idle_timeout applies to URLs only: an engine you own keeps SQLAlchemy's pool"
         )
-    return _create_engine(spec, _engine_kwargs(spec, engine_args or {}))
+    engine = _create_engine(spec, _engine_kwargs(spec, engine_args or {}))
+    _created.add(engine.sync_engine)
+    return engine
+
+
+#: The engines :func:`create_engine` made: their connections autocommit, and their pool returns
+#: a connection without a reset.
+_created: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def _create_engine(spec: ConnectionSpec, kwargs: Mapping[str, Any]) -> AsyncEngine:
@@ -135,7 +142,12 @@ class Database:
         self.backend: Backend = spec.backend
         self._engine_kwargs = dict(engine_kwargs or {})
         self._pinned_engine = engine
+        #: An engine the application configured itself (not by :func:`create_engine`): its
+        #: connections may be in a transaction after our statements, and its pool may reset
+        #: (roll back) a connection when it is returned, which needs a greenlet.
+        self._app_pool = engine is not None and engine.sync_engine not in _created
         self._pinned_loop: asyncio.AbstractEventLoop | None = None
+        self._pin_lock = threading.Lock()
         self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _WriteGroup] = (
             weakref.WeakKeyDictionary()
         )
@@ -144,6 +156,20 @@ class Database:
 
     def __repr__(self) -> str:
         return f"<Database {self.spec.display}>"
+
+    def _forget_process(self) -> object:
+        """In a forked child: drop the parent's write groups and, for an application engine,
+        its loop and pooled connections (the engine gets an empty pool, as SQLAlchemy's
+        ``dispose(close=False)`` gives). Returns what was dropped, for the caller to keep."""
+        inherited: list[object] = [self._groups]
+        self._groups = weakref.WeakKeyDictionary()
+        self._groups_lock = threading.Lock()
+        if self._pinned_engine is not None:
+            inherited += [self._pinned_loop, self._pinned_engine.sync_engine.pool]
+            self._pinned_loop = None
+            self._pin_lock = threading.Lock()
+            self._pinned_engine.sync_engine.dispose(close=False)
+        return inherited
 
     # -- engines
 
@@ -229,7 +255,14 @@ class Database:
             return await fn(*args)
         loop = asyncio.get_running_loop()
         target = self._pinned_loop
-        if target is None or target is loop:
+        if target is None:
+            # Pin now, not at the first checkout: two first calls from two loops at once would
+            # otherwise both run on their own loop and mix loops in one pool.
+            with self._pin_lock:
+                if self._pinned_loop is None:
+                    self._pinned_loop = loop
+                target = self._pinned_loop
+        if target is loop:
             return await fn(*args)
         if target.is_closed() or not target.is_running():
             raise ConfigurationError(
@@ -301,6 +334,9 @@ class _Checkout:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
+        if self._db._app_pool:
+            await self._return_to_app_pool(exc)
+            return
         idle = self._idle
         if exc is None or _reusable(exc):
             if idle is not None:
@@ -313,6 +349,24 @@ class _Checkout:
         finally:
             if idle is not None:
                 idle.wake()  # the pool has room for a new connection
+
+    async def _return_to_app_pool(self, exc: BaseException | None) -> None:
+        """End what our statements left open on an application engine's connection (commit
+        after success, roll back after an error), then return it through the pool's own reset,
+        in a greenlet: the connection is then as the application's pool expects it."""
+        db, pool, fairy = self._db, self._pool, self._fairy
+        if exc is not None and not _reusable(exc):
+            await greenlet_spawn(_discard, pool, fairy, exc)
+            return
+        driver: Any = fairy.driver_connection
+        if in_transaction(driver, db.backend):
+            try:
+                async with asyncio.timeout(db.spec.read_timeout):
+                    await (driver.commit() if exc is None else driver.rollback())
+            except BaseException as end_exc:
+                await greenlet_spawn(_discard, pool, fairy, end_exc)
+                raise
+        await greenlet_spawn(fairy.close)
 
 
 def get_database(
@@ -343,8 +397,10 @@ def get_database(
                 f"engine uses {engine.url.drivername!r}; tidb-memory needs mysql+aiomysql "
                 "or sqlite+aiosqlite"
             )
+        if backend == "mysql":
+            load_aiomysql()  # our statements run on our cursor class, on any engine
         key = f"engine:{id(engine):x}"
-        with _databases_lock:
+        with _process._databases_lock:
             db = _databases.get(key)
             if db is None or db._pinned_engine is not engine:
                 db = Database(parse_url(engine.url), key=key, engine=engine)
@@ -363,7 +419,7 @@ def get_database(
     if spec.backend == "sqlite":
         _sqlite_creator(spec)  # refuses an in-memory database at construction (no I/O)
     kwargs = _engine_kwargs(spec, args)
-    with _databases_lock:
+    with _process._databases_lock:
         db = _databases.get(key)
         if db is None:
             db = Database(spec, key=key, engine_kwargs=kwargs)

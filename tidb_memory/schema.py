@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._checks import ID_MAX_CHARS, ago, check_table_name
+from ._process import _done as _done
 from .errors import InvalidInputError, SchemaError
 
 if TYPE_CHECKING:
@@ -243,9 +244,6 @@ def describe_layout(columns: set[str]) -> str:
     if _is_seed(columns):
         return "seed"
     return "current" if set(COLUMNS) <= columns else "foreign"
-
-
-_done: set[tuple[str, str]] = set()
 
 
 async def ensure_schema(

@@ -41,6 +41,7 @@ from langgraph.store.base import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._migrations import apply_migrations
+from .._process import forget_at_fork
 from .._retry import DEFAULT_RETRY_POLICY, RetryPolicy, retrying
 from ..engine import Binary, Connection, Database, get_database
 from ..errors import InvalidInputError
@@ -160,6 +161,16 @@ class AsyncTiDBStore(TTLSweeper, BaseStore):
         )
         self._groups_lock = threading.Lock()
         self._sweeper: tuple[asyncio.AbstractEventLoop, asyncio.Task[None]] | None = None
+        forget_at_fork(self)
+
+    def _forget_process(self) -> object:
+        """In a forked child (see ``tidb_memory._process``): drop the parent's write groups and
+        TTL sweeper, which belong to the parent's loops; return them for the hook to keep."""
+        inherited = (self._groups, self._sweeper)
+        self._groups = weakref.WeakKeyDictionary()
+        self._groups_lock = threading.Lock()
+        self._sweeper = None
+        return inherited
 
     def __repr__(self) -> str:
         url = self.db.spec.display
