@@ -20,6 +20,12 @@ from pathlib import Path
 #: Extras whose dependencies are part of what users install (test and bench tools are not).
 USER_EXTRAS = ("langgraph",)
 
+#: Packages that declare a dependency range wider than they work with, and the cap that holds
+#: beside the lowest pins. langgraph-prebuilt 1.0.9 and later import ``ExecutionInfo`` from
+#: ``langgraph.runtime``, which langgraph 1.0.6 lacks, yet accept it: without the cap,
+#: ``from langchain.agents import create_agent`` fails on the lowest langgraph.
+UPSTREAM_CAPS = ("langgraph-prebuilt<1.0.9",)
+
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*?)\s*(;.*)?$")
 
 
@@ -75,7 +81,7 @@ def main(argv: list[str]) -> None:
     if "--check" in argv:
         check(pins)
     else:
-        print("\n".join(pins))
+        print("\n".join([*pins, *UPSTREAM_CAPS]))
 
 
 if __name__ == "__main__":
