@@ -29,6 +29,12 @@ AWKWARD = [
     "nul\x00byte, newline\n, tab\t, ctrl-z\x1a",
     "emoji 🦜 and 中文",
     "",
+    # Escapes next to escapes: the backslash must be doubled before the others are added.
+    "ends with a backslash\\",
+    "\\'\\\\'\\\\\\'''",
+    r"\0 \n \r \Z \\ written out",
+    "\\\x00\\\n\\\r\\\x1a'\x00'\n'",
+    "x" * 30000 + "'" + "\\" * 3000,
 ]
 
 

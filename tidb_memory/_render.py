@@ -3,7 +3,6 @@ finished text and never a parameter."""
 
 from __future__ import annotations
 
-import re
 from binascii import b2a_base64
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,29 +50,29 @@ def _render(driver: Any, sql: str, params: Sequence[Any]) -> str:
     return sql % tuple(literals)
 
 
-#: The characters :func:`_escape` replaces.
-_SPECIAL = re.compile(r"[\\'\x00\n\r\x1a]")
-
-
 def _escape(text: str) -> str:
     """``text`` for a single-quoted literal, with MySQL's backslash escapes.
 
     The characters mysql_real_escape_string escapes, less the double quote, which needs none
-    inside single quotes. pymysql's ``escape_string`` (``str.translate``) takes 58 µs for a
-    1.9 KB JSON document, most of it on the quotes; a C scan per character here takes 5 µs.
-    Most values (ids, versions, channel names) need nothing: one regex scan says so, instead
-    of six.
+    inside single quotes. Each is looked for with ``in`` (a memchr-speed scan) and replaced
+    only if present: most values (ids, versions, JSON without quotes) need nothing, and a
+    30 KB value costs 1.6 µs instead of the 160 µs of one regex character-class scan (or the
+    58 µs of pymysql's ``escape_string``, a ``str.translate``, on 1.9 KB of JSON). The
+    backslash goes first, so that the escapes added after it are not doubled.
     """
-    if _SPECIAL.search(text) is None:
-        return text
-    return (
-        text.replace("\\", "\\\\")
-        .replace("'", "\\'")
-        .replace("\0", "\\0")
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-        .replace("\x1a", "\\Z")
-    )
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if "'" in text:
+        text = text.replace("'", "\\'")
+    if "\0" in text:
+        text = text.replace("\0", "\\0")
+    if "\n" in text:
+        text = text.replace("\n", "\\n")
+    if "\r" in text:
+        text = text.replace("\r", "\\r")
+    if "\x1a" in text:
+        text = text.replace("\x1a", "\\Z")
+    return text
 
 
 def _sqlite_params(params: Sequence[Any]) -> list[Any]:
