@@ -1,10 +1,11 @@
 """LangGraph checkpointers side by side: turns/s of a two-node ``MessagesState`` graph.
 
 Workload per round: ``--threads`` conversations x ``--turns`` turns, ``--concurrency`` turns in
-flight (a thread's turns run in order), each turn one ``ainvoke`` with a realistic human
-message; node ``model`` answers with a realistic AI message, node ``audit`` appends a short
-note. So a turn is one ``aget_tuple``, four ``aput`` (the input, then one per super-step)
-and three ``aput_writes`` (durability "async", LangGraph's default).
+flight (a thread's turns run in order), run ``--repeat`` times back to back on fresh threads
+(8 x 250 = 2,000 turns, so that a round's ratio is stable). Each turn is one ``ainvoke`` with
+a realistic human message; node ``model`` answers with a realistic AI message, node ``audit``
+appends a short note. So a turn is one ``aget_tuple``, four ``aput`` (the input, then one per
+super-step) and three ``aput_writes`` (durability "async", LangGraph's default).
 
 Savers, run alternately (A B C A B C ...) for ``--rounds`` rounds in one process, each round on
 fresh thread ids:
@@ -177,8 +178,19 @@ class Result:
 async def run_round(
     graph: Any, args: argparse.Namespace, round_no: int, latencies: list[float]
 ) -> float:
+    """Turns per second of one round: the workload ``args.repeat`` times, back to back."""
+    elapsed = 0.0
+    for batch in range(args.repeat):
+        elapsed += await run_batch(graph, args, f"{round_no}.{batch}", latencies)
+    return args.repeat * args.threads * args.turns / elapsed
+
+
+async def run_batch(
+    graph: Any, args: argparse.Namespace, tag: str, latencies: list[float]
+) -> float:
+    """``args.threads`` fresh conversations of ``args.turns`` turns each; the seconds it took."""
     run = uuid.uuid4().hex[:8]
-    threads = [f"r{round_no}-{run}-{i}" for i in range(args.threads)]
+    threads = [f"r{tag}-{run}-{i}" for i in range(args.threads)]
     gate = asyncio.Semaphore(args.concurrency)
 
     async def turn(thread_id: str, n: int) -> None:
@@ -201,7 +213,7 @@ async def run_round(
     got = len(state.values.get("messages", []))
     if got != expected:
         raise AssertionError(f"thread {threads[-1]} holds {got} messages, expected {expected}")
-    return args.threads * args.turns / elapsed
+    return elapsed
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -243,7 +255,8 @@ async def amain(args: argparse.Namespace) -> int:
                     results[name].error = f"{type(exc).__name__}: {exc}"
                     note(f"[{name}] failed: {results[name].error}")
                     continue
-                cpu_us = 1e6 * (time.process_time() - cpu) / (args.threads * args.turns)
+                turns = args.repeat * args.threads * args.turns
+                cpu_us = 1e6 * (time.process_time() - cpu) / turns
                 results[name].rounds.append(rate)
                 results[name].cpu_us.append(cpu_us)
                 emit(
@@ -264,6 +277,7 @@ def report(args: argparse.Namespace, results: dict[str, Result]) -> None:
                     "workload": {
                         "threads": args.threads,
                         "turns": args.turns,
+                        "repeat": args.repeat,
                         "concurrency": args.concurrency,
                         "rounds": args.rounds,
                     },
@@ -285,8 +299,8 @@ def report(args: argparse.Namespace, results: dict[str, Result]) -> None:
         return
     emit(
         f"graph savers: {args.threads} threads x {args.turns} turns, concurrency "
-        f"{args.concurrency}, {args.rounds} rounds (median turns/s; ratios: median of the "
-        f"per-round ratios); MySQL {safe_url(args.url)}"
+        f"{args.concurrency}, {args.repeat} times a round, {args.rounds} rounds (median turns/s; "
+        f"ratios: median of the per-round ratios); MySQL {safe_url(args.url)}"
     )
     rows = []
     for r in results.values():
@@ -348,6 +362,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pg-url", default=DEFAULT_PG_URL, help="PostgreSQL URL (%(default)s)")
     p.add_argument("--threads", type=int, default=50, help="threads per round (%(default)s)")
     p.add_argument("--turns", type=int, default=5, help="turns per thread (%(default)s)")
+    p.add_argument(
+        "--repeat", type=int, default=8, help="workloads per round, back to back (%(default)s)"
+    )
     p.add_argument("--concurrency", type=int, default=16, help="turns in flight (%(default)s)")
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds (%(default)s)")
     p.add_argument("--only", help=f"comma-separated subset of: {','.join(ALL_SAVERS)}")
