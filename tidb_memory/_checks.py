@@ -50,6 +50,8 @@ def check_text(value: object, name: str, *, max_chars: int | None = None) -> str
         raise InvalidInputError(f"{name} must be a str, not {type(value).__name__}")
     if max_chars is not None and len(value) > max_chars:
         raise InvalidInputError(f"{name} has {len(value)} characters; the most is {max_chars}")
+    if value.isascii():  # a flag on the str: no scan, no copy
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
