@@ -238,3 +238,20 @@ async def test_the_internals_the_fast_path_uses_exist() -> None:
         while await cur.nextset():
             pass
         assert not driver._result.has_next
+
+
+async def test_execute_returns_the_rows_changed_as_a_cursor_does(table: str) -> None:
+    """``Connection.execute`` reads its OK packet on the fast path; the count it returns is the
+    packet's affected rows, whatever the length of its encoding (1, 3 or 4 bytes)."""
+    async with connection() as conn:
+        values = ", ".join(f"({i}, 'v')" for i in range(70_000))
+        assert await conn.execute(f"INSERT INTO {table} (id, v) VALUES {values}", ()) == 70_000
+        update = f"UPDATE {table} SET v = %s WHERE id < %s"
+        assert await conn.execute(update, ["w", 10]) == 10
+        assert await conn.execute(update, ["w", 10]) == 0  # unchanged rows are not counted
+        assert await conn.execute(update, ["x", 300]) == 300
+        upsert = f"INSERT INTO {table} (id, v) VALUES (%s, %s) ON DUPLICATE KEY UPDATE v = %s"
+        assert await conn.execute(upsert, [1, "a", "b"]) == 2
+        assert await conn.execute(f"DELETE FROM {table} WHERE id >= %s", [5]) == 69_995
+        assert await conn.execute(f"SELECT id FROM {table}", ()) == 5  # rows, as rowcount
+        assert await conn.fetchall(f"SELECT COUNT(*) FROM {table}", ()) == [(5,)]

@@ -19,7 +19,8 @@ was written against and the reason:
   ``_maybe_resume_transport()`` (3.11-3.13): rows already received are parsed straight from the
   stream's buffer (see :func:`_take_rows`), instead of two awaited reads per row
   (``tests/test_rows.py`` checks them by name and against PyMySQL).
-* aiomysql ``Connection._execute_command()``, ``encoding`` and ``_result.has_next`` (0.2-0.3),
+* aiomysql ``Connection._execute_command()``, ``encoding``, ``_affected_rows`` and
+  ``_result.has_next`` (0.2-0.3),
   and asyncio ``StreamReader._wait_for_data()``, ``_eof`` and ``_exception`` (3.11-3.13): a
   grouped write's OK packets are read straight from the stream's buffer as they arrive (see
   :func:`_run_writes`), instead of a cursor's two awaited reads and two objects per statement
@@ -285,8 +286,9 @@ _COM_QUERY = 3
 _MORE_RESULTS = 8
 
 
-async def _run_writes(driver: Any, sql: str) -> None:
-    """Send ``sql`` (statements that return no rows) and read every statement's reply.
+async def _run_writes(driver: Any, sql: str) -> int:
+    """Send ``sql`` (statements that return no rows) and read every statement's reply; the
+    number of rows the last statement changed (what ``Cursor.execute`` returns).
 
     A cursor reads each OK packet with two awaited reads, a packet object and a result object:
     18 µs a statement, most of a grouped write's client time. Here the OK packets are taken
@@ -304,7 +306,9 @@ async def _run_writes(driver: Any, sql: str) -> None:
         more = driver._result.has_next
         driver._result = None  # the rest is read here, not by the next command
         if not more:
-            return
+            break
+    count: int = driver._affected_rows
+    return count
 
 
 #: What :func:`_take_oks` stopped at: the last reply, an incomplete packet, anything else.
@@ -338,14 +342,19 @@ def _take_oks(conn: Any) -> object:
             state = _OTHER
             break
         p += 1
-        for _ in range(2):  # affected rows, last insert id: length-encoded integers
+        affected = 0
+        for i in range(2):  # affected rows, last insert id: length-encoded integers
             n = buf[p]
-            p += 1 if n < 251 else 3 if n == 252 else 4 if n == 253 else 9
+            size = 0 if n < 251 else 2 if n == 252 else 3 if n == 253 else 8
+            if not i:
+                affected = n if not size else int.from_bytes(buf[p + 1 : p + 1 + size], "little")
+            p += 1 + size
         if p + 4 > stop:
             state = _OTHER
             break
         status = buf[p] | buf[p + 1] << 8
         conn.server_status = status
+        conn._affected_rows = affected
         pos = stop
         seq = (seq + 1) & 0xFF
         if not status & _MORE_RESULTS:
@@ -446,9 +455,8 @@ class Connection:
     async def execute(self, sql: str, params: Sequence[Any]) -> int:
         """Run one statement and return the number of rows it changed."""
         if self.backend == "mysql":
-            cur = _Cursor(self.driver, False)
             with _Deadline(self.driver, self.read_timeout):
-                return await cur.execute(_render(self.driver, sql, params))  # type: ignore[no-any-return]
+                return await _run_writes(self.driver, _render(self.driver, sql, params))
         cursor = await self.driver.execute(sql, _sqlite_params(params))
         count: int = cursor.rowcount
         await cursor.close()
