@@ -94,7 +94,13 @@ async def test_the_internals_the_fast_path_reads_exist() -> None:
     """By name, so that an aiomysql or asyncio release that renames one fails here."""
     from aiomysql.connection import MySQLResult
 
-    for name in ("_read_rowdata_packet", "_check_packet_is_eof", "_read_row_from_packet", "read"):
+    for name in (
+        "_read_rowdata_packet",
+        "_check_packet_is_eof",
+        "_read_row_from_packet",
+        "read",
+        "_get_descriptions",
+    ):
         assert callable(getattr(MySQLResult, name)), name
     db = get_database(MYSQL_URL)
     try:
@@ -108,5 +114,36 @@ async def test_the_internals_the_fast_path_reads_exist() -> None:
             result = driver._result
             assert type(result).__mro__[1] is MySQLResult  # the library's subclass is in use
             assert [len(c) for c in result.converters] == [2, 2]
+    finally:
+        await db.aclose()
+
+
+async def test_column_descriptions_are_skipped_only_for_the_librarys_own_reads(table: str) -> None:
+    """The library's reads take only the converters (``_driver._take_descriptions``); a DB-API
+    cursor on the same connection (SQLAlchemy's, an application's) still gets ``description``."""
+    from tidb_memory import _driver
+
+    _fill(table)
+    db = get_database(MYSQL_URL)
+    query = f"SELECT id, n, d, t, txt, bin FROM {table} WHERE id < 3 ORDER BY id"
+    calls: list[object] = []
+    take = _driver._take_descriptions
+
+    def spy(*args: object) -> object:
+        calls.append(result := take(*args))  # type: ignore[arg-type]
+        return result
+
+    try:
+        async with db.connection() as conn:
+            _driver._take_descriptions = spy  # type: ignore[assignment]
+            try:
+                assert await conn.fetchall(query, ()) == [tuple(r) for r in mysql_query(query)]
+                assert len(calls) == 1 and calls[0] is not None
+                cur = conn.driver.cursorclass(conn.driver, False)
+                await cur.execute(query)
+                assert [d[0] for d in cur.description] == ["id", "n", "d", "t", "txt", "bin"]
+                assert len(calls) == 1  # the cursor took aiomysql's own path
+            finally:
+                _driver._take_descriptions = take  # type: ignore[assignment]
     finally:
         await db.aclose()

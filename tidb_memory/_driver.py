@@ -19,6 +19,10 @@ was written against and the reason:
   ``_maybe_resume_transport()`` (3.11-3.13): rows already received are parsed straight from the
   stream's buffer (see :func:`_take_rows`), instead of two awaited reads per row
   (``tests/test_rows.py`` checks them by name and against PyMySQL).
+* aiomysql ``MySQLResult._get_descriptions``, ``field_count``, ``TEXT_TYPES``, ``through`` and
+  ``Connection.decoders`` (0.2-0.3), overridden and read: the library's own reads take each
+  column's converter straight from the buffered definitions, without the DB-API description
+  (see :func:`_take_descriptions`; ``tests/test_rows.py``).
 * aiomysql ``Connection._execute_command()``, ``encoding``, ``_affected_rows`` and
   ``_result.has_next`` (0.2-0.3),
   and asyncio ``StreamReader._wait_for_data()``, ``_eof`` and ``_exception`` (3.11-3.13): a
@@ -43,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
@@ -110,11 +114,26 @@ def _mysql_creator(
     transport of every TLS connection, so that closing the pool can wait for its handshake."""
     import aiomysql
     import pymysql
-    from aiomysql.connection import MySQLResult
+    from aiomysql.connection import TEXT_TYPES, MySQLResult, through
+    from pymysql.constants import FIELD_TYPE
 
     load_aiomysql()
 
     class Result(MySQLResult):  # type: ignore[misc]
+        async def _get_descriptions(self) -> None:
+            conn: Any = self.connection  # type: ignore[has-type]
+            if conn._lean_results:
+                converters = _take_descriptions(conn, self.field_count, TEXT_TYPES, FIELD_TYPE.JSON)
+                if converters is not None:
+                    self.fields: list[Any] = []
+                    self.converters = [
+                        (encoding, None if (c := conn.decoders.get(t)) is through else c)
+                        for encoding, t in converters
+                    ]
+                    self.description = None
+                    return
+            await super()._get_descriptions()
+
         async def _read_rowdata_packet(self) -> None:
             conn: Any = self.connection  # type: ignore[has-type]
             rows: list[tuple[Any, ...]] = []
@@ -131,6 +150,10 @@ def _mysql_creator(
             self.rows = tuple(rows)
 
     class DriverConnection(aiomysql.Connection):  # type: ignore[misc]
+        #: Set while one of the library's own queries runs: its result needs converters, not
+        #: the column descriptions (names, sizes) that a DB-API cursor exposes.
+        _lean_results = False
+
         async def _read_query_result(self, unbuffered: bool = False) -> None:
             if unbuffered:
                 await super()._read_query_result(unbuffered)
@@ -219,6 +242,67 @@ def _mysql_creator(
         return conn
 
     return connect
+
+
+def _take_descriptions(
+    conn: Any, count: int, text_types: Collection[int], json_type: int
+) -> list[tuple[str | None, int]] | None:
+    """``(encoding, type code)`` of each of ``count`` column definitions, and the EOF packet
+    after them, consumed from ``conn``'s stream buffer; ``None`` (nothing consumed) unless they
+    are all there, complete and in sequence.
+
+    aiomysql reads each definition with two awaited reads, a packet object and a description
+    tuple, about 15 µs a column; a history read or a checkpoint read has two or three. Each is
+    read as ``FieldDescriptorPacket`` reads it (six length-coded strings, then the character
+    set, length, type, flags and scale), and its encoding chosen as
+    ``MySQLResult._get_descriptions`` chooses it (``use_unicode`` is always on here).
+    """
+    buf = conn._reader._buffer
+    end = len(buf)
+    pos = 0
+    seq = conn._next_seq_id
+    encoding = conn.encoding
+    out: list[tuple[str | None, int]] = []
+    for index in range(count + 1):
+        if end - pos < 4:
+            return None
+        length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+        p = pos + 4
+        stop = p + length
+        if stop > end or not 0 < length < 0xFFFFFF or buf[pos + 3] != seq:
+            return None
+        seq = (seq + 1) & 0xFF
+        pos = stop
+        if index == count:  # the EOF packet after the definitions
+            if buf[p] != 0xFE or length >= 9:
+                return None
+            break
+        for _ in range(6):  # catalog, schema, table, original table, name, original name
+            n = buf[p]
+            if n < 251:
+                p += 1 + n
+            elif n == 252:
+                p += 3 + (buf[p + 1] | buf[p + 2] << 8)
+            elif n == 253:
+                p += 4 + (buf[p + 1] | buf[p + 2] << 8 | buf[p + 3] << 16)
+            else:
+                return None
+            if p >= stop:
+                return None
+        if p + 13 > stop:
+            return None
+        charset = buf[p + 1] | buf[p + 2] << 8
+        type_code = buf[p + 7]
+        if type_code == json_type:
+            out.append((encoding, type_code))
+        elif type_code in text_types:
+            out.append((None if charset == 63 else encoding, type_code))
+        else:
+            out.append(("ascii", type_code))
+    del buf[:pos]
+    conn._next_seq_id = seq
+    conn._reader._maybe_resume_transport()
+    return out
 
 
 def _take_rows(
@@ -391,6 +475,19 @@ def _sqlite_creator(spec: ConnectionSpec) -> Callable[[], Awaitable[Any]]:
     return connect
 
 
+@contextlib.contextmanager
+def _lean(driver: Any) -> Iterator[None]:
+    """Results read meanwhile skip the column descriptions (the library's connections only)."""
+    if not hasattr(driver, "_lean_results"):
+        yield
+        return
+    driver._lean_results = True
+    try:
+        yield
+    finally:
+        driver._lean_results = False
+
+
 class _Deadline:
     """``read_timeout`` for one statement: aiomysql has none, so a peer that falls silent would
     make the call wait forever.
@@ -447,7 +544,7 @@ class Connection:
             # The cursor class directly: Connection.cursor() wraps it in a future per call. Ours,
             # not the connection's: an application engine's connections have aiomysql's own.
             cur = _Cursor(self.driver, False)
-            with _Deadline(self.driver, self.read_timeout):
+            with _Deadline(self.driver, self.read_timeout), _lean(self.driver):
                 await cur.execute(_render(self.driver, sql, params))
             return list(cur._rows or ())
         return list(await self.driver.execute_fetchall(sql, _sqlite_params(params)))
@@ -512,7 +609,7 @@ class Connection:
             return [None] * len(group)
         cur = _Cursor(self.driver, False)
         out: list[list[Any] | None] = []
-        with _Deadline(self.driver, self.read_timeout):
+        with _Deadline(self.driver, self.read_timeout), _lean(self.driver):
             await cur.execute(";".join(text for text, _ in group))
             for index, (_, wants) in enumerate(group):
                 if index:
