@@ -147,3 +147,26 @@ async def test_column_descriptions_are_skipped_only_for_the_librarys_own_reads(t
                 _driver._take_descriptions = take  # type: ignore[assignment]
     finally:
         await db.aclose()
+
+
+async def test_the_end_of_rows_is_read_as_aiomysql_reads_it(table: str) -> None:
+    """The end-of-rows packet taken from the buffer carries the warning count and the
+    more-results flag: a multi-result script still reads every result after it."""
+    _fill(table)
+    db = get_database(MYSQL_URL)
+    try:
+        async with db.connection() as conn:
+            script = [
+                (f"SELECT id FROM {table} WHERE id < 2 ORDER BY id", (), True),
+                ("SELECT 'second'", (), True),
+                ("DO 1", (), False),
+                (f"SELECT COUNT(*) FROM {table}", (), True),
+            ]
+            got = await conn.fetch_script(script, max_bytes=1 << 20)
+            assert got == [[(0,), (1,)], [("second",)], None, [(311,)]]
+            cur = conn.driver.cursorclass(conn.driver, False)
+            await cur.execute("SELECT CAST('x' AS UNSIGNED)")  # a warning: truncated value
+            assert conn.driver._result.warning_count == 1
+            assert await conn.fetchall("SELECT 5", ()) == [(5,)]
+    finally:
+        await db.aclose()
