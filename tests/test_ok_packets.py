@@ -255,3 +255,27 @@ async def test_execute_returns_the_rows_changed_as_a_cursor_does(table: str) -> 
         assert await conn.execute(f"DELETE FROM {table} WHERE id >= %s", [5]) == 69_995
         assert await conn.execute(f"SELECT id FROM {table}", ()) == 5  # rows, as rowcount
         assert await conn.fetchall(f"SELECT COUNT(*) FROM {table}", ()) == [(5,)]
+
+
+async def test_a_write_cancelled_while_its_replies_are_awaited_is_never_reused(table: str) -> None:
+    """Cancelled between the statement and its last OK packet, the connection is mid-reply: it
+    must be discarded, never handed to the next caller (who would read the stale replies)."""
+    db = get_database(MYSQL_URL, engine_args={"pool_size": 1, "max_overflow": 0})
+    try:
+
+        async def slow() -> None:
+            async with db.connection() as conn:
+                script = [*inserts(table, [1]), ("DO SLEEP(1)", ()), *inserts(table, [2])]
+                await conn.execute_all(script, max_bytes=BUDGET)
+
+        task = asyncio.create_task(slow())
+        await asyncio.sleep(0.3)  # the first OK has arrived; SLEEP's has not
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with db.connection() as conn:
+            assert await conn.fetchall("SELECT 7", ()) == [(7,)]
+            await conn.execute_all(inserts(table, [4]), max_bytes=BUDGET)
+            assert await conn.fetchall("SELECT 8", ()) == [(8,)]
+    finally:
+        await db.aclose()
