@@ -279,3 +279,21 @@ async def test_a_write_cancelled_while_its_replies_are_awaited_is_never_reused(t
             assert await conn.fetchall("SELECT 8", ()) == [(8,)]
     finally:
         await db.aclose()
+
+
+async def test_a_write_that_outlives_read_timeout_fails_as_a_lost_connection(table: str) -> None:
+    """When ``read_timeout`` closes the connection under a write waiting for its replies, the
+    call fails with ``TimeoutError`` caused by the driver's lost-connection error (2013), and
+    the pool hands out a working connection next."""
+    db = get_database(MYSQL_URL + "?read_timeout=0.5")
+    try:
+        with pytest.raises(TimeoutError) as raised:
+            async with db.connection() as conn:
+                script = [*inserts(table, [1]), ("DO SLEEP(3)", ()), *inserts(table, [2])]
+                await conn.execute_all(script, max_bytes=BUDGET)
+        cause = raised.value.__cause__
+        assert isinstance(cause, pymysql.err.OperationalError) and cause.args[0] == 2013, cause
+        async with db.connection() as conn:
+            assert await conn.fetchall("SELECT 1", ()) == [(1,)]
+    finally:
+        await db.aclose()

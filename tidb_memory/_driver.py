@@ -398,6 +398,12 @@ async def _run_writes(driver: Any, sql: str) -> int:
     while (state := _take_oks(driver)) is not _DONE:
         if state is _WAIT and not reader._eof and reader._exception is None:
             await reader._wait_for_data("readexactly")
+            if driver._reader is None:  # closed meanwhile (read_timeout): as aiomysql says it
+                import pymysql
+
+                raise pymysql.err.OperationalError(
+                    2013, "Lost connection to MySQL server during query"
+                )
             continue
         await driver._read_query_result()
         more = driver._result.has_next
