@@ -50,6 +50,18 @@ def _render(driver: Any, sql: str, params: Sequence[Any]) -> str:
     return sql % tuple(literals)
 
 
+#: What :func:`_escape` replaces, in order: the backslash first, so that the escapes added
+#: after it are not doubled.
+_ESCAPES = (
+    ("\\", "\\\\"),
+    ("'", "\\'"),
+    ("\0", "\\0"),
+    ("\n", "\\n"),
+    ("\r", "\\r"),
+    ("\x1a", "\\Z"),
+)
+
+
 def _escape(text: str) -> str:
     """``text`` for a single-quoted literal, with MySQL's backslash escapes.
 
@@ -57,21 +69,11 @@ def _escape(text: str) -> str:
     inside single quotes. Each is looked for with ``in`` (a memchr-speed scan) and replaced
     only if present: most values (ids, versions, JSON without quotes) need nothing, and a
     30 KB value costs 1.6 µs instead of the 160 µs of one regex character-class scan (or the
-    58 µs of pymysql's ``escape_string``, a ``str.translate``, on 1.9 KB of JSON). The
-    backslash goes first, so that the escapes added after it are not doubled.
+    58 µs of pymysql's ``escape_string``, a ``str.translate``, on 1.9 KB of JSON).
     """
-    if "\\" in text:
-        text = text.replace("\\", "\\\\")
-    if "'" in text:
-        text = text.replace("'", "\\'")
-    if "\0" in text:
-        text = text.replace("\0", "\\0")
-    if "\n" in text:
-        text = text.replace("\n", "\\n")
-    if "\r" in text:
-        text = text.replace("\r", "\\r")
-    if "\x1a" in text:
-        text = text.replace("\x1a", "\\Z")
+    for char, escaped in _ESCAPES:
+        if char in text:
+            text = text.replace(char, escaped)
     return text
 
 
