@@ -40,6 +40,11 @@ was written against and the reason:
 
 ``tests/test_driver_reaches.py`` exercises each of them by name, on the newest and the lowest
 versions pyproject.toml allows (``make test``, ``make test-lowest``).
+
+The one reach kept elsewhere is the codec's pydantic fast path (``codec._build`` sets
+``__pydantic_fields_set__``, ``__pydantic_extra__`` and ``__pydantic_private__``), which stays
+beside the import-time assert that guards it (``tests/test_codec.py`` checks that decoded
+messages copy, dump and compare as pydantic built them).
 """
 
 from __future__ import annotations
