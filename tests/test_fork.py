@@ -213,7 +213,7 @@ def gunicorn(
     port = free_port()
     env = {**os.environ, "TM_URL": mysql_url_for(user) + "?read_timeout=10", "TM_TABLE": table}
     command = [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2"]
-    command += ["--worker-class", "uvicorn.workers.UvicornWorker", "--bind", f"127.0.0.1:{port}"]
+    command += ["--worker-class", "uvicorn_worker.UvicornWorker", "--bind", f"127.0.0.1:{port}"]
     command += ["--timeout", str(GUNICORN_TIMEOUT), "--graceful-timeout", str(GUNICORN_TIMEOUT)]
     command += [*options, "tests.fork_asgi:app"]
     with log.open("wb") as out:
