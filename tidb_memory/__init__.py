@@ -17,6 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from ._retry import DEFAULT_RETRY_POLICY as DEFAULT_RETRY_POLICY
 from ._retry import RetryPolicy as RetryPolicy
+from ._types import UNSET as UNSET
+from ._types import MessageRecord as MessageRecord
+from ._types import SessionInfo as SessionInfo
+from ._types import SessionPage as SessionPage
+from .chat._schema import DEFAULT_TABLE_NAME as DEFAULT_TABLE_NAME
+from .chat.history import DEFAULT_SQLITE_URL as DEFAULT_SQLITE_URL
+from .chat.history import AsyncTiDBChatMessageHistory as AsyncTiDBChatMessageHistory
+from .chat.history import SessionStore as SessionStore
+from .chat.history import TiDBChatMessageHistory as TiDBChatMessageHistory
+from .chat.history import default_url as default_url
 from .codec import DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MAX_MESSAGE_BYTES
 from .engine import aclose_all as aclose_all
 from .engine import close_all as close_all
@@ -35,16 +45,6 @@ from .errors import SchemaError as SchemaError
 from .errors import StorageError as StorageError
 from .errors import SyncCallError as SyncCallError
 from .errors import TiDBMemoryError as TiDBMemoryError
-from .history import DEFAULT_SQLITE_URL as DEFAULT_SQLITE_URL
-from .history import AsyncTiDBChatMessageHistory as AsyncTiDBChatMessageHistory
-from .history import SessionStore as SessionStore
-from .history import TiDBChatMessageHistory as TiDBChatMessageHistory
-from .history import default_url as default_url
-from .schema import DEFAULT_TABLE_NAME as DEFAULT_TABLE_NAME
-from .store import UNSET as UNSET
-from .store import MessageRecord as MessageRecord
-from .store import SessionInfo as SessionInfo
-from .store import SessionPage as SessionPage
 
 if TYPE_CHECKING:
     from .checkpoint import AsyncTiDBSaver as AsyncTiDBSaver

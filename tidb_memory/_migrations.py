@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ._retry import Verdict, classify, error_code
+from .chat._schema import quote, table_columns
 from .engine import Backend, Connection
 from .errors import SchemaError, StorageError
-from .schema import quote, table_columns
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "Migration", "apply_migrations", "ledger_statement"]
 

@@ -6,7 +6,7 @@ pure function of the exception, so it is unit-tested without a server.
 * **Retried, after dropping the connection** (:attr:`Verdict.DISCONNECT`): the connection broke
   (2006, 2013, 2055, 2014, 4031, 1927, aiomysql's ``(0, 'Not connected')``, socket errors). A
   write that fails this way may have committed; appends are still safe to retry because every
-  message carries a client-generated key under a unique index (see ``store.py``).
+  message carries a client-generated key under a unique index (see ``chat/_messages.py``).
 * **Retried at once, with a little jitter** (:attr:`Verdict.CONFLICT`): deadlock (1213), lock wait
   timeout (1205), TiDB write conflicts and schema changes (8002, 8005, 8022, 8027, 8028, 9007), and
   any message marked ``[try again later]``.

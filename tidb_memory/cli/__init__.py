@@ -42,6 +42,8 @@ from sqlalchemy.engine import make_url
 
 from tidb_memory import __version__
 from tidb_memory._url import display_url as display_url
+from tidb_memory.chat._schema import DEFAULT_TABLE_NAME
+from tidb_memory.chat.history import default_url
 from tidb_memory.cli._admin import (
     _init_arguments,
     _migrate_arguments,
@@ -78,8 +80,6 @@ from tidb_memory.cli._output import parse_duration as parse_duration
 from tidb_memory.cli._threads import _prune_arguments, _threads_arguments, cmd_prune, cmd_threads
 from tidb_memory.engine import close_all
 from tidb_memory.errors import TiDBMemoryError
-from tidb_memory.history import default_url
-from tidb_memory.schema import DEFAULT_TABLE_NAME
 
 __all__ = ["COMMANDS", "build_parser", "display_url", "main"]
 

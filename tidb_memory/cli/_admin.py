@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from tidb_memory._types import ServerStatus
 from tidb_memory._url import display_url
+from tidb_memory.chat._schema import SCHEMA_VERSION
+from tidb_memory.chat.seed import DEFAULT_BATCH, amigrate_seed_table
 from tidb_memory.cli._output import (
     EXIT_ERROR,
     PROG,
@@ -16,11 +19,6 @@ from tidb_memory.cli._output import (
     positive_int,
 )
 from tidb_memory.engine import get_database
-from tidb_memory.migrate import DEFAULT_BATCH, amigrate_seed_table
-from tidb_memory.schema import SCHEMA_VERSION
-from tidb_memory.store import (
-    ServerStatus,
-)
 
 
 def cmd_init(args: argparse.Namespace, out: Output) -> int:

@@ -17,6 +17,8 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 
+from tidb_memory._types import DEFAULT_PAGE_SIZE, MessageRecord, SessionInfo
+from tidb_memory.chat._sessions import PURGE_BATCH
 from tidb_memory.cli._output import (
     PROG,
     Output,
@@ -33,12 +35,6 @@ from tidb_memory.cli._output import (
     when,
 )
 from tidb_memory.errors import InvalidInputError
-from tidb_memory.store import (
-    DEFAULT_PAGE_SIZE,
-    PURGE_BATCH,
-    MessageRecord,
-    SessionInfo,
-)
 
 #: An import statement is sent before its records pass this many bytes.
 IMPORT_BATCH_BYTES = 4 * 1024 * 1024

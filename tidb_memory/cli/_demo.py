@@ -15,7 +15,7 @@ from langchain_core.messages import (
     HumanMessage,
 )
 
-from tidb_memory.history import AsyncTiDBChatMessageHistory
+from tidb_memory.chat.history import AsyncTiDBChatMessageHistory
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tidb_memory.chat._messages import MessageStore
+from tidb_memory.chat.history import SessionStore
 from tidb_memory.engine import get_database
 from tidb_memory.errors import InvalidInputError
-from tidb_memory.history import SessionStore
-from tidb_memory.store import MessageStore
 
 PROG = "tidb-memory"
 

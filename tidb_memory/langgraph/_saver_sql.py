@@ -1,6 +1,6 @@
 """The saver's SQL: its tables, their migrations, and the statement builders.
 
-Pure text, no I/O; every identifier comes from :func:`~tidb_memory.schema.check_table_name`.
+Pure text, no I/O; every identifier comes from :func:`~tidb_memory._checks.check_table_name`.
 The SQL avoids what TiDB does not run (``JSON_TABLE``, the ``INSERT ... AS new`` row alias,
 ``RETURNING``, ``CREATE INDEX IF NOT EXISTS``).
 """
@@ -13,10 +13,11 @@ from functools import lru_cache, partial
 
 from langgraph.checkpoint.serde.types import TASKS
 
+from tidb_memory._checks import check_table_name
 from tidb_memory._migrations import Migration
+from tidb_memory.chat._schema import quote
 from tidb_memory.engine import Backend
 from tidb_memory.errors import InvalidInputError
-from tidb_memory.schema import check_table_name, quote
 
 #: Longest checkpoint id, task id or channel version.
 ID_MAX = 128

@@ -29,9 +29,9 @@ from typing import Any
 
 from .._checks import check_table_name
 from .._migrations import Migration
+from ..chat._schema import quote
 from ..engine import Backend
 from ..errors import InvalidInputError
-from ..schema import quote
 from ._store_filter import Condition, condition_sql
 
 __all__ = [

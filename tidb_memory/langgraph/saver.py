@@ -179,7 +179,7 @@ class AsyncTiDBSaver(ThreadsMixin, BaseCheckpointSaver[str]):
         if not isinstance(max_blob_bytes, int) or max_blob_bytes < 1:
             raise InvalidInputError("max_blob_bytes must be a positive int")
         if engine is None and connection_string is None:
-            from tidb_memory.history import default_url
+            from tidb_memory.chat.history import default_url
 
             connection_string = default_url()
         self.tables = Tables.from_prefix(table_prefix)
