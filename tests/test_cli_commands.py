@@ -31,7 +31,7 @@ from test_migrate import insert_seed_row, seed_history, seed_messages
 
 from tests.infra import CertBundle, ThrowawayMariaDB, generate_certs
 from tidb_memory import AsyncTiDBChatMessageHistory, SessionStore
-from tidb_memory.schema import SCHEMA_VERSION
+from tidb_memory.chat._schema import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE = f"mysql+aiomysql://root:{SENTINEL_PASSWORD}@127.0.0.1:1/test"

@@ -13,7 +13,7 @@ from conftest import Target
 from langchain_core.messages import AIMessage, HumanMessage
 
 from tidb_memory import AsyncTiDBChatMessageHistory
-from tidb_memory.store import read_statement, records_statement
+from tidb_memory.chat._sql import read_statement, records_statement
 
 SESSIONS = 60
 TURNS = 10

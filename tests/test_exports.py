@@ -136,3 +136,40 @@ def test_main_classes_are_the_documented_ones() -> None:
     assert issubclass(tidb_memory.TiDBChatMessageHistory, tidb_memory.AsyncTiDBChatMessageHistory)
     assert tidb_memory.DEFAULT_TABLE_NAME == "langchain_message_store"
     assert tidb_memory.DEFAULT_SQLITE_URL.startswith("sqlite+aiosqlite:///")
+
+
+def test_the_old_modules_are_shims_over_the_new_ones() -> None:
+    """store, schema, history and migrate moved into tidb_memory.chat (and _types); for one
+    release the old modules re-export the very same objects, not copies."""
+    import tidb_memory._types as types
+    import tidb_memory.chat._messages as messages
+    import tidb_memory.chat._schema as chat_schema
+    import tidb_memory.chat._sessions as sessions
+    import tidb_memory.chat._sql as sql
+    import tidb_memory.chat.history as chat_history
+    import tidb_memory.chat.seed as seed
+    import tidb_memory.history as old_history
+    import tidb_memory.migrate as old_migrate
+    import tidb_memory.schema as old_schema
+    import tidb_memory.store as old_store
+
+    moved = {
+        old_store: (types, messages, sessions, sql, tidb_memory._checks),
+        old_schema: (chat_schema,),
+        old_history: (chat_history,),
+        old_migrate: (seed,),
+    }
+    for shim, homes in moved.items():
+        assert shim.__all__, shim.__name__
+        for name in shim.__all__:
+            obj = getattr(shim, name)
+            home_name = "check_id" if name == "check_session_id" else name  # an alias of old
+            assert any(getattr(home, home_name, None) is obj for home in homes), (shim, name)
+    assert old_store.MessageStore is messages.MessageStore
+    assert old_store.UNSET is types.UNSET
+    assert old_store.read_statement is sql.read_statement
+    assert old_store.check_session_id is tidb_memory._checks.check_id
+    assert old_schema.MIGRATIONS is chat_schema.MIGRATIONS
+    assert old_history.AsyncTiDBChatMessageHistory is chat_history.AsyncTiDBChatMessageHistory
+    assert old_migrate.amigrate_seed_table is seed.amigrate_seed_table
+    assert tidb_memory.AsyncTiDBChatMessageHistory is chat_history.AsyncTiDBChatMessageHistory

@@ -35,9 +35,9 @@ from tidb_memory import (
     SessionStore,
     TiDBChatMessageHistory,
 )
+from tidb_memory.chat._messages import MessageStore, trim_window
+from tidb_memory.chat._schema import check_ttl, create_table_statements, ttl_clause
 from tidb_memory.engine import get_database
-from tidb_memory.schema import check_ttl, create_table_statements, ttl_clause
-from tidb_memory.store import MessageStore, trim_window
 
 # --- helpers ---------------------------------------------------------------------------------
 

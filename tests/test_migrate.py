@@ -1,4 +1,4 @@
-"""``tidb_memory.migrate`` and the versioned schema migrations of ``schema.py``.
+"""``tidb_memory.chat.seed`` and the versioned schema migrations of ``chat/_schema.py``.
 
 The seed tables are made by langchain-community's own ``TiDBChatMessageHistory`` (its exact DDL),
 plus rows inserted by hand with explicit, out-of-order ids across sessions, emoji, tool calls
@@ -30,11 +30,11 @@ from langchain_core.messages import (
 from sqlalchemy.engine import make_url
 
 from tidb_memory import AsyncTiDBChatMessageHistory, InvalidInputError, SchemaError, StorageError
-from tidb_memory import schema as schema_module
+from tidb_memory.chat import _schema as schema_module
+from tidb_memory.chat._schema import MIGRATIONS_TABLE
+from tidb_memory.chat.seed import MigrationReport, amigrate_seed_table, seed_key
 from tidb_memory.codec import _FIELDS, encode
 from tidb_memory.engine import get_database
-from tidb_memory.migrate import MigrationReport, amigrate_seed_table, seed_key
-from tidb_memory.schema import MIGRATIONS_TABLE
 
 SEED_URL = make_url(MYSQL_URL).set(drivername="mysql+pymysql").render_as_string(False)
 

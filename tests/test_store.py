@@ -1,5 +1,6 @@
-"""store.py: MessageStore on MariaDB and SQLite, below the LangChain classes: seqs, one
-statement per batch, idempotent retries, batched clears, UTC timestamps."""
+"""chat/_messages.py and chat/_sessions.py: MessageStore on MariaDB and SQLite, below the
+LangChain classes: seqs, one statement per batch, idempotent retries, batched clears, UTC
+timestamps."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from tidb_memory import InvalidInputError, StorageError
 from tidb_memory import engine as engine_mod
-from tidb_memory import store as store_mod
+from tidb_memory._checks import check_id as check_session_id
+from tidb_memory._checks import to_utc
+from tidb_memory.chat import _messages, _sql
+from tidb_memory.chat._messages import MessageStore
+from tidb_memory.chat._sql import duplicate_of
 from tidb_memory.engine import get_database
-from tidb_memory.store import MessageStore, check_session_id, duplicate_of, to_utc
 
 
 def make_store(backend: Target, table: str, **options: Any) -> MessageStore:
@@ -141,14 +145,18 @@ async def test_clear_deletes_in_bounded_batches(
     store = make_store(backend, table)
     await store.aappend("s", [HumanMessage(str(i)) for i in range(10)])
     await store.aappend("other", [HumanMessage("keep")])
-    monkeypatch.setattr(store_mod, "CLEAR_BATCH", 3)
-    store_mod.clear_statement.cache_clear()
+    # The batch is read in two places: the statement's LIMIT (_sql) and the loop that stops on a
+    # short batch (_messages). Patch both, or the loop would stop after the first statement.
+    monkeypatch.setattr(_sql, "CLEAR_BATCH", 3)
+    monkeypatch.setattr(_messages, "CLEAR_BATCH", 3)
+    _sql.clear_statement.cache_clear()
     try:
         spy.clear()
         assert await store.aclear("s") == 10
     finally:
-        monkeypatch.setattr(store_mod, "CLEAR_BATCH", 10_000)
-        store_mod.clear_statement.cache_clear()
+        monkeypatch.setattr(_sql, "CLEAR_BATCH", 10_000)
+        monkeypatch.setattr(_messages, "CLEAR_BATCH", 10_000)
+        _sql.clear_statement.cache_clear()
     if backend.name == "mysql":
         assert spy.verbs() == ["DELETE"] * 4  # 3 + 3 + 3 + 1
         assert all("LIMIT 3" in s for s in spy.statements)
