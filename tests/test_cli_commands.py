@@ -225,6 +225,7 @@ def test_doctor_reports_server_schema_and_latency(cli: CLI) -> None:
     assert report["server_version"] == version
     assert report["backend"] == "mysql" and report["tidb"] is False
     assert report["tls_cipher"] is None  # the shared test server has TLS disabled
+    assert report["tls_version"] is None
     assert report["layout"] == "current" and report["schema_version"] == SCHEMA_VERSION
     assert 0 < report["latency_ms"] < 1000
     assert report["url"] == make_url(MYSQL_URL).render_as_string(hide_password=True)
@@ -271,6 +272,9 @@ def test_doctor_shows_the_tls_cipher(
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["tls_cipher"] and report["tls_cipher"] != "off"
+    assert report["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    text = CLI(console_script, "tls_probe", tmp_path)("doctor", url=url)
+    assert f"TLS:      {report['tls_cipher']}, {report['tls_version']}" in text.stdout
     assert "ssl_ca" in report["url"]
 
 

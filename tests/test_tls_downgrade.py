@@ -43,6 +43,8 @@ from tidb_memory import (
 )
 from tidb_memory._driver import _mysql_creator
 from tidb_memory._url import parse_url
+from tidb_memory.chat._messages import MessageStore
+from tidb_memory.engine import get_database
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -149,3 +151,22 @@ async def test_control_without_tls_asked_the_fake_receives_the_password(
     conn.close()
     assert fake.accepted == 1
     assert PASSWORD.encode() + b"\x00" in fake.connections[0].auth_packets
+
+
+async def test_status_reads_tls_from_the_socket_not_from_the_server(
+    fake: FakeMySQLServer,
+) -> None:
+    """``astatus`` (what ``tidb-memory doctor`` prints) reports the TLS of the client's own
+    socket. The fake, on a plaintext connection, claims a cipher when asked: a status that asked
+    the server would print that cipher for a connection that encrypts nothing.
+    """
+    url = f"mysql+aiomysql://{quote(USER)}:{quote(PASSWORD)}@127.0.0.1:{fake.port}/test"
+    db = get_database(url)
+    try:
+        status = await MessageStore(db, "doctor_probe").astatus(pings=1)
+    finally:
+        await db.aclose()
+    assert status.server_version == fake.server_version and status.tidb
+    assert status.tls_cipher is None and status.tls_version is None
+    queries = [q for c in fake.connections for q in c.queries]
+    assert "SELECT VERSION()" in queries  # the fake answered the status's questions

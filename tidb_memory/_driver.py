@@ -11,7 +11,8 @@ was written against and the reason:
   the greeting, then in ``_request_authentication`` upgrades to TLS (only if the server offers
   it) and writes the credentials, every packet through ``write_packet``; the guard checks each
   packet there against the socket (``_tls.check_handshake_packet``).
-* aiomysql ``Connection._writer`` (0.2-0.3): the TLS transport, to wait for its close handshake.
+* aiomysql ``Connection._writer`` (0.2-0.3): the TLS transport, to wait for its close handshake
+  and to read the cipher the client's socket negotiated (:meth:`Connection.tls`).
 * aiomysql ``Cursor(conn, False)`` and ``Cursor._rows`` (0.2-0.3): a cursor without the
   future ``Connection.cursor()`` wraps it in, and its rows without a copy per call.
 * aiomysql ``Connection._read_query_result``, ``_reader``, ``_next_seq_id`` and
@@ -561,6 +562,22 @@ class Connection:
         self.backend = backend
         self.driver: Any = fairy.driver_connection
         self.read_timeout = read_timeout
+
+    def tls(self) -> tuple[str, str] | None:
+        """``(cipher, protocol)`` of this connection's TLS session, as the client's own socket
+        negotiated it (``("TLS_AES_256_GCM_SHA384", "TLSv1.3")``); ``None`` in plaintext and on
+        SQLite. No I/O. The server's ``Ssl_cipher`` is not asked: a server, or a proxy that
+        terminates TLS in front of it, may state anything about a transport it does not share.
+        """
+        if self.backend != "mysql" or self.driver._writer is None:
+            return None
+        ssl_object = self.driver._writer.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        cipher = ssl_object.cipher()
+        if cipher is None:  # not negotiated (cannot happen after the handshake)
+            return None
+        return str(cipher[0]), str(ssl_object.version() or cipher[1])
 
     async def fetchall(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """Run one query and return all its rows."""

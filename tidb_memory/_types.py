@@ -118,11 +118,14 @@ class ServerStatus:
         backend: ``"mysql"`` (MySQL, MariaDB, TiDB) or ``"sqlite"``.
         server_version: ``VERSION()``, or SQLite's library version.
         tidb: the server is TiDB.
-        tls_cipher: the session's TLS cipher; ``None`` in plaintext (and on SQLite).
+        tls_cipher: the TLS cipher this client's connection negotiated, read from its own
+            socket (not the server's ``Ssl_cipher``); ``None`` in plaintext and on SQLite.
         layout: the table's layout: ``"current"``, ``"missing"`` (created on first use),
             ``"seed"`` (langchain-community's: run ``tidb-memory migrate``) or ``"foreign"``.
         schema_version: the newest schema version recorded for the table, if any.
         latency_ms: the median round trip of ``SELECT 1``, in milliseconds.
+        tls_version: the TLS protocol of that connection (``"TLSv1.3"``); ``None`` in
+            plaintext and on SQLite.
     """
 
     backend: str
@@ -132,6 +135,7 @@ class ServerStatus:
     layout: str
     schema_version: int | None
     latency_ms: float
+    tls_version: str | None = None
 
 
 def _encode_cursor(last_activity: datetime, session_id: str) -> str:

@@ -8,8 +8,10 @@ client (aiomysql, through tidb-memory) from the greeting to the command phase:
 2. whatever the client answers, it sends an ``AuthSwitchRequest`` for ``mysql_clear_password``:
    a client that obeys then writes the password itself onto the socket;
 3. in the command phase it answers ``SHOW STATUS LIKE 'Ssl_cipher'`` with a made-up cipher (a
-   client that trusts the server's word about its own transport is fooled), and any other
-   command with OK.
+   client that trusts the server's word about its own transport is fooled), the few
+   one-value ``SELECT``s that SQLAlchemy's first connect and ``astatus`` ask (``VERSION()``,
+   ``DATABASE()``, ``@@transaction_isolation``, ``@@sql_mode``, ``@@lower_case_table_names``),
+   and any other command with OK.
 
 Every byte received on every connection is recorded (:attr:`FakeMySQLServer.received`), so a
 test can assert that no credential (and no handshake response at all) ever reached it. The
@@ -223,7 +225,16 @@ class FakeMySQLServer:
                     text = payload[1:].decode("utf-8", "replace")
                     record.queries.append(text)
                     if "ssl_cipher" in text.lower():
-                        self._send_cipher(send)
+                        self._send_rows(
+                            send,
+                            ("Variable_name", "Value"),
+                            [(b"Ssl_cipher", self.cipher.encode())],
+                        )
+                        await writer.drain()
+                        continue
+                    value = self._answers().get(text.strip().upper())
+                    if value is not None:
+                        self._send_rows(send, (text.strip()[7:],), [(value.encode(),)])
                         await writer.drain()
                         continue
                 send(1, _ok())
@@ -249,15 +260,26 @@ class FakeMySQLServer:
             + b"mysql_native_password\x00"
         )  # fmt: skip
 
-    def _send_cipher(self, send: _Send) -> None:
-        rows = [(b"Ssl_cipher", self.cipher.encode())]
+    def _answers(self) -> dict[str, str]:
+        """The one-value queries a client (SQLAlchemy's first connect, ``astatus``) asks."""
+        return {
+            "SELECT VERSION()": self.server_version,
+            "SELECT DATABASE()": "test",
+            "SELECT @@TRANSACTION_ISOLATION": "READ-COMMITTED",
+            "SELECT @@SQL_MODE": "STRICT_TRANS_TABLES",
+            "SELECT @@LOWER_CASE_TABLE_NAMES": "0",
+        }
+
+    def _send_rows(
+        self, send: _Send, names: tuple[str, ...], rows: list[tuple[bytes, ...]]
+    ) -> None:
+        """A text result set: columns ``names``, then ``rows`` (every value a string)."""
         seq = 1
         for payload in (
-            b"\x02",
-            _column("Variable_name"),
-            _column("Value"),
+            bytes([len(names)]),
+            *(_column(name) for name in names),
             _eof(),
-            *(_lenenc_str(name) + _lenenc_str(value) for name, value in rows),
+            *(b"".join(_lenenc_str(value) for value in row) for row in rows),
             _eof(),
         ):
             send(seq, payload)

@@ -63,7 +63,6 @@ PURGE_BATCH = 1_000
 TITLE_MAX_CHARS = 1024
 
 _SERVER_VERSION = {"mysql": "SELECT VERSION()", "sqlite": "SELECT sqlite_version()"}
-_TLS_CIPHER = "SHOW SESSION STATUS LIKE 'Ssl_cipher'"
 
 _INFO_FIELDS = ("user_id", "title", "metadata")
 
@@ -314,8 +313,8 @@ class SessionOps:
     async def astatus(self, *, pings: int = 5) -> ServerStatus:
         """Connect, and describe the server and this table without changing anything.
 
-        Five round trips (four on SQLite), plus ``pings`` for the latency (the median of
-        ``SELECT 1``).
+        Four round trips, plus ``pings`` for the latency (the median of ``SELECT 1``). The TLS
+        cipher and protocol are read from the client's own socket, not asked of the server.
         """
         pings = as_count("pings", pings, high=100)
 
@@ -323,10 +322,7 @@ class SessionOps:
             async with self.db.connection() as conn:
                 backend = conn.backend
                 version = str((await conn.fetchall(_SERVER_VERSION[backend], ()))[0][0])
-                cipher = None
-                if backend == "mysql":
-                    row = await conn.fetchall(_TLS_CIPHER, ())
-                    cipher = str(row[0][1]) if row and row[0][1] else None
+                tls = conn.tls()
                 layout = describe_layout(await table_columns(conn, self.table))
                 schema_version = None
                 if await table_columns(conn, MIGRATIONS_TABLE):
@@ -341,10 +337,11 @@ class SessionOps:
                 backend=backend,
                 server_version=version,
                 tidb="tidb" in version.lower(),
-                tls_cipher=cipher,
+                tls_cipher=tls[0] if tls else None,
                 layout=layout,
                 schema_version=schema_version,
                 latency_ms=statistics.median(times),
+                tls_version=tls[1] if tls else None,
             )
 
         return await self.db.run(

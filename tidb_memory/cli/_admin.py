@@ -93,6 +93,7 @@ def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
             "server_version": status.server_version,
             "tidb": status.tidb,
             "tls_cipher": status.tls_cipher,
+            "tls_version": status.tls_version,
             "table": args.table,
             "layout": status.layout,
             "schema_version": status.schema_version,
@@ -101,9 +102,10 @@ def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
             "problems": problems,
         }
     )
-    tls = status.tls_cipher or (
-        "n/a (local file)" if status.backend == "sqlite" else "off (plaintext)"
-    )
+    if status.tls_cipher:
+        tls = f"{status.tls_cipher}, {status.tls_version}"
+    else:
+        tls = "n/a (local file)" if status.backend == "sqlite" else "off (plaintext)"
     layout = {
         "current": f"tidb-memory, schema version {status.schema_version or '?'}",
         "missing": "missing (created on first use, or by `tidb-memory init`)",
