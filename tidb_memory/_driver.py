@@ -288,15 +288,10 @@ def _take_descriptions(
                 return None
             break
         for _ in range(6):  # catalog, schema, table, original table, name, original name
-            n = buf[p]
-            if n < 251:
-                p += 1 + n
-            elif n == 252:
-                p += 3 + (buf[p + 1] | buf[p + 2] << 8)
-            elif n == 253:
-                p += 4 + (buf[p + 1] | buf[p + 2] << 8 | buf[p + 3] << 16)
-            else:
+            n, p = _lenenc(buf, p)
+            if n is None:
                 return None
+            p += n
             if p >= stop:
                 return None
         if p + 13 > stop:
@@ -313,6 +308,19 @@ def _take_descriptions(
     conn._next_seq_id = seq
     conn._reader._maybe_resume_transport()
     return out
+
+
+def _lenenc(buf: Any, p: int) -> tuple[int | None, int]:
+    """The length-encoded integer at ``buf[p]`` and the position after it; ``None`` for the
+    bytes that start no integer (251, NULL in a row; 255). Reads past the end of ``buf`` give a
+    short value, never an error: the caller checks the position against its packet's end."""
+    n: int = buf[p]
+    if n < 251:
+        return n, p + 1
+    size = 2 if n == 252 else 3 if n == 253 else 8 if n == 254 else 0
+    if not size:
+        return None, p + 1
+    return int.from_bytes(buf[p + 1 : p + 1 + size], "little"), p + 1 + size
 
 
 def _take_rows(
@@ -450,15 +458,12 @@ def _take_oks(conn: Any) -> object:
         if length < 7 or buf[p] != 0:
             state = _OTHER
             break
-        p += 1
-        affected = 0
-        for i in range(2):  # affected rows, last insert id: length-encoded integers
-            n = buf[p]
-            size = 0 if n < 251 else 2 if n == 252 else 3 if n == 253 else 8
-            if not i:
-                affected = n if not size else int.from_bytes(buf[p + 1 : p + 1 + size], "little")
-            p += 1 + size
-        if p + 4 > stop:
+        affected, p = _lenenc(buf, p + 1)
+        if affected is None or p >= stop:
+            state = _OTHER
+            break
+        insert_id, p = _lenenc(buf, p)
+        if insert_id is None or p + 4 > stop:
             state = _OTHER
             break
         status = buf[p] | buf[p + 1] << 8
@@ -574,10 +579,7 @@ class Connection:
         ssl_object = self.driver._writer.transport.get_extra_info("ssl_object")
         if ssl_object is None:
             return None
-        cipher = ssl_object.cipher()
-        if cipher is None:  # not negotiated (cannot happen after the handshake)
-            return None
-        return str(cipher[0]), str(ssl_object.version() or cipher[1])
+        return str(ssl_object.cipher()[0]), str(ssl_object.version())
 
     async def fetchall(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """Run one query and return all its rows."""
