@@ -234,8 +234,7 @@ class Database:
 
         If a shared attempt fails, nobody can tell which statements ran, so every member runs
         its own statements again, alone: that is only safe for statements that change nothing
-        when repeated, which is why only those may come here. A member's error is then its own,
-        as if it had never shared.
+        when repeated, which is why only those may come here. A member's error is then its own, as if it had never shared.
         """
         loop = asyncio.get_running_loop()
         group = self._groups.get(loop)
