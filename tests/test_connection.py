@@ -3,8 +3,7 @@
 * ``Connection.execute_all``: statements in order, stopping at the first error; on MySQL one
   multi-statement query per ``max_bytes`` (counted on the wire); values escaped as by execute.
 * ``Database.execute_grouped``: idempotent writes submitted in the same event-loop iteration
-  share one connection and one round trip; at most two such flushes are in flight, and writes
-  that arrive meanwhile go together in the next; a failure is sorted out member by member.
+  share one connection and one round trip; a failure is sorted out member by member.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import Awaitable
 from typing import Any
 
 import pymysql
@@ -20,7 +18,7 @@ import pytest
 from conftest import Target
 
 from tests.infra import FaultProxy
-from tidb_memory.engine import Database, get_database
+from tidb_memory.engine import get_database
 
 # Each is stored and read back unchanged; none may end a statement or start another.
 AWKWARD = [
@@ -130,10 +128,6 @@ async def test_a_failed_later_statement_reports_its_error(mysql: Target) -> None
     assert mysql.query(f"SELECT v FROM {mysql.q(table)}") == [("kept",)]
 
 
-def grouped(db: Database, statements: list[tuple[str, tuple[Any, ...]]]) -> Awaitable[None]:
-    return db.execute_grouped(statements, max_bytes=1 << 20)
-
-
 def upsert(target: Target, table: str) -> str:
     """An idempotent insert: execute_grouped may run it twice."""
     if target.name == "mysql":
@@ -161,69 +155,6 @@ async def test_writes_of_one_iteration_share_one_round_trip(mysql: Target) -> No
         assert proxy.stats.commands_seen - before == 3
         await db.aclose()
     assert mysql.query(f"SELECT COUNT(*), MIN(id), MAX(id) FROM {mysql.q(table)}") == [(14, 0, 13)]
-
-
-async def test_writes_that_arrive_while_two_flushes_run_wait_and_go_together(
-    mysql: Target,
-) -> None:
-    """Group commit: at most two grouped writes are in flight; the rest queue behind them."""
-    table = mysql.new_table()
-    create(mysql, table)
-    sql = upsert(mysql, table)
-    slow = ("DO SLEEP(0.4)", ())  # changes nothing, so it may be grouped
-    async with FaultProxy.in_front_of(mysql.url) as proxy:
-        db = get_database(proxy.url_for(mysql.url))
-
-        async def two_slow_flushes() -> list[asyncio.Task[None]]:
-            running = []
-            for i in (1, 2):  # each in an iteration of its own
-                running.append(asyncio.create_task(grouped(db, [(sql, (i, "s")), slow])))
-                await asyncio.sleep(0.05)
-            return running
-
-        await asyncio.gather(*await two_slow_flushes())  # opens the two connections
-        before, opened = proxy.stats.commands_seen, proxy.stats.connections_total
-        running = await two_slow_flushes()
-        queued = []
-        for i in range(3, 13):  # ten writes, each in an iteration of its own
-            queued.append(asyncio.create_task(grouped(db, [(sql, (i, "q"))])))
-            await asyncio.sleep(0)
-        await asyncio.sleep(0.1)
-        assert not any(task.done() for task in queued)  # they wait for a flush to end
-        await asyncio.gather(*running, *queued)
-        # Two slow flushes, then one for the ten, on the two pooled connections.
-        assert proxy.stats.commands_seen - before == 3
-        assert proxy.stats.connections_total == opened
-        # A lone write does not wait.
-        before = proxy.stats.commands_seen
-        await grouped(db, [(sql, (13, "alone"))])
-        assert proxy.stats.commands_seen - before == 1
-        await db.aclose()
-    assert mysql.query(f"SELECT COUNT(*), MIN(id), MAX(id) FROM {mysql.q(table)}") == [(13, 1, 13)]
-
-
-async def test_writes_queued_behind_a_failing_flush_still_run(backend: Target, table: str) -> None:
-    create(backend, table)
-    db = get_database(backend.url)
-    sql = upsert(backend, table)
-    bad = f"INSERT INTO no_such_table_zz (id) VALUES ({backend.ph})"
-    slow = ("DO SLEEP(0.2)", ()) if backend.name == "mysql" else None
-    first = []
-    for i in (1, 2):  # both slots taken by flushes that fail
-        statements = [(sql, (i, "x")), *([slow] if slow else []), (bad, (i,))]
-        first.append(asyncio.create_task(grouped(db, statements)))
-        await asyncio.sleep(0)
-    queued = [asyncio.create_task(grouped(db, [(sql, (i, "q"))])) for i in (3, 4)]
-    async with asyncio.timeout(10):  # the end of a failed flush starts the next one
-        results = await asyncio.gather(*first, *queued, return_exceptions=True)
-    failed = (pymysql.err.ProgrammingError, sqlite3.OperationalError)
-    assert all(isinstance(result, failed) for result in results[:2])
-    assert results[2:] == [None, None]
-    assert backend.query(f"SELECT id, v FROM {backend.q(table)} ORDER BY id") == [
-        (3, "q"),
-        (4, "q"),
-    ]
-    await db.aclose()
 
 
 async def test_a_failing_member_gets_its_own_error_and_the_others_are_stored(

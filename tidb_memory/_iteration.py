@@ -6,11 +6,6 @@ schedules a flush with ``call_soon``, which runs after every caller of that iter
 joined, and hands all of them to :meth:`IterationGroup.run` in a task of its own. A caller that
 is cancelled only stops waiting for its member; the flush task is referenced here, since the
 loop keeps only weak references to tasks.
-
-A group may cap its flushes in flight (``limit``): members that arrive while ``limit`` flushes
-run wait, and go together, in one flush, as soon as one of them ends. That is group commit: under
-load a flush carries every member that queued during the previous one, so the round trips and
-commits per member fall as the load rises, while a lone caller waits for nobody.
 """
 
 from __future__ import annotations
@@ -26,35 +21,22 @@ M = TypeVar("M")
 class IterationGroup(Generic[M]):
     """Members waiting for the next flush on one loop; subclasses implement :meth:`run`."""
 
-    __slots__ = ("_limit", "_pending", "_scheduled", "_tasks")
+    __slots__ = ("_pending", "_tasks")
 
-    def __init__(self, limit: int | None = None) -> None:
-        if limit is not None and limit < 1:
-            raise ValueError("limit must be at least 1")
-        self._limit = limit
+    def __init__(self) -> None:
         self._pending: list[M] = []
-        self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def enqueue(self, member: M) -> None:
-        self._pending.append(member)
-        if not self._scheduled and (self._limit is None or len(self._tasks) < self._limit):
-            self._scheduled = True
+        if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(member)
 
     def _flush(self) -> None:
-        self._scheduled = False
-        if not self._pending:  # a flush that ended in between took them
-            return
         members, self._pending = self._pending, []
         task = asyncio.get_running_loop().create_task(self.run(members))
         self._tasks.add(task)
-        task.add_done_callback(self._ended)
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self._pending and not self._scheduled:  # they waited for a free flush: this one
-            self._flush()
+        task.add_done_callback(self._tasks.discard)
 
     async def run(self, members: list[M]) -> None:
         raise NotImplementedError

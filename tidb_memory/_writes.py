@@ -103,13 +103,6 @@ async def execute_atomic(
         raise
 
 
-#: Grouped writes in flight per database and event loop. Writes that arrive while this many run
-#: wait, and go together as soon as one ends (group commit): under load each flush then carries
-#: more writes, so round trips, commits and client CPU per write fall, and the writes hold at
-#: most two pooled connections, leaving the rest to reads. Two, not one, so that a flush is
-#: being sent while the last is committing (on TiDB a commit is a two-phase commit on TiKV).
-WRITES_IN_FLIGHT = 2
-
 #: A write waiting in a :class:`_WriteGroup`: its statements, their send budget, its outcome.
 _Member = tuple[Sequence[tuple[str, Sequence[Any]]], int, "asyncio.Future[bool]"]
 
@@ -120,7 +113,7 @@ class _WriteGroup(IterationGroup[_Member]):
     __slots__ = ("_db",)
 
     def __init__(self, db: Database) -> None:
-        super().__init__(limit=WRITES_IN_FLIGHT)
+        super().__init__()
         self._db = db
 
     async def join(self, statements: Sequence[tuple[str, Sequence[Any]]], max_bytes: int) -> bool:

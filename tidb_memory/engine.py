@@ -228,13 +228,10 @@ class Database:
         round trip with the other writes submitted in the same event-loop iteration.
 
         Concurrent writers (the pending writes and checkpoints of many graph runs) then cost a
-        round trip per iteration instead of one each. At most two such round trips are in
-        flight per loop (:data:`~tidb_memory._writes.WRITES_IN_FLIGHT`); writes submitted
-        meanwhile wait and go together as soon as one ends (group commit).
-
-        If a shared attempt fails, nobody can tell which statements ran, so every member runs
-        its own statements again, alone: that is only safe for statements that change nothing
-        when repeated, which is why only those may come here. A member's error is then its own, as if it had never shared.
+        round trip per iteration instead of one each. If a shared attempt fails, nobody can tell
+        which statements ran, so every member runs its own statements again, alone: that is
+        only safe for statements that change nothing when repeated, which is why only those may
+        come here. A member's error is then its own, as if it had never shared.
         """
         loop = asyncio.get_running_loop()
         group = self._groups.get(loop)

@@ -34,8 +34,7 @@ without duplicating or losing anything. Blobs are content-addressed by (channel,
 they are written first and the checkpoint row is the commit point; a blob orphaned by a failed
 ``aput`` is harmless and is reused by the retry. Because every write is idempotent, the writes of
 concurrent calls may also share a round trip and its transaction
-(:meth:`Database.execute_grouped`); with two such round trips in flight, the writes that arrive
-meanwhile wait and share the next one (group commit).
+(:meth:`Database.execute_grouped`).
 
 Blobs never travel as a ``bytes`` parameter to aiomysql (PyMySQL 1.2 broke them): they are
 :class:`~tidb_memory.engine.Binary` values, which the engine writes as ``FROM_BASE64('...')``,
