@@ -18,10 +18,11 @@ stretch of the run:
                 or fails (with aiomysql 0.3.2 and PyMySQL >= 1.2 it cannot send bytes).
 
 The "vs" columns are the median of per-round ratios. A round's workloads of the different savers
-are interleaved, about a second each, so pairing them by round cancels the machine getting
-faster or slower during the run, even on a host whose speed changes from one second to the next
-(a shared VM's steal time). The database's own work spills over by less than 10 ms of server CPU
-into the next saver's workload (measured on MariaDB: /proc CPU time of mariadbd after each).
+are interleaved, about a second each, so that pairing them by round cancels drift slower than a
+workload; a host whose speed changes within seconds (a shared VM's steal time) still scatters
+the rounds, so read the per-round ratios. A server's own work spills over by less than 10 ms of
+its CPU into the next saver's workload (/proc CPU time of mariadbd, and of PostgreSQL's
+processes, in the second after each workload).
 
 Each saver gets its own tables (a prefix on MySQL, a schema on Postgres, a database for
 langgraph-checkpoint-mysql), dropped at the end.
