@@ -75,7 +75,11 @@ quiet_library_noise()
 
 PREFILL_MESSAGES_PER_SESSION = 20  # unrelated prefill sessions, and timed sessions of "prefilled"
 DISTINCT_PAIRS = 499  # message pairs are drawn (and deep-copied) from this many distinct ones
-WARM_TURNS = 2  # warm-up: `concurrency` throw-away sessions x WARM_TURNS, before every slot
+WARM_TURNS = 2  # warm-up pass: `concurrency` throw-away sessions x WARM_TURNS
+# Warm-up passes run until one opens no server connection (at most this many), so that "new
+# conns/1k" counts connections opened under a steady load, not the pool growing to its working
+# set (a thread pool's bursts can need a few more connections than one pass reached).
+WARM_PASSES_MAX = 5
 MONITOR_INTERVAL_S = 0.1
 
 ALL_IMPLS = ("floor", "tidb-memory-async", "tidb-memory-sync", "lc-sql-async", "lc-tidb-threads")
@@ -600,10 +604,16 @@ class Bench:
         )
         await impl.open()
         try:
-            wsids, wpairs = self.workload(impl, f"warm{rnd}", cfg.concurrency, WARM_TURNS, shape)
-            warm = await self._drive(impl, wsids, wpairs, pool, 0)
-            if warm.errors:
-                note(f"  {impl.name}: {warm.errors} warm-up errors, first: {warm.first_error}")
+            for rep in range(WARM_PASSES_MAX):
+                before = await connections_opened(await self.admin.conn())
+                wsids, wpairs = self.workload(
+                    impl, f"warm{rnd}.{rep}", cfg.concurrency, WARM_TURNS, shape
+                )
+                warm = await self._drive(impl, wsids, wpairs, pool, 0)
+                if warm.errors:
+                    note(f"  {impl.name}: {warm.errors} warm-up errors, first: {warm.first_error}")
+                if rep and await connections_opened(await self.admin.conn()) == before:
+                    break
             impl.take_logged_errors()
 
             sids, pairs = self.workload(impl, f"r{rnd}", sessions, turns, shape)
@@ -749,7 +759,8 @@ def print_legend(cfg: Config, failures: list[str], skipped: dict[str, str]) -> N
         "turns/s = median over rounds; p50/p99 = per-turn latency pooled over rounds; x floor = "
         "median over rounds of (turns/s / floor turns/s of the same round); cpu us/turn = this "
         "process's CPU time / turns; new conns/1k = the server's Connections delta while timing "
-        "per 1,000 turns (any client of the server counts)."
+        "per 1,000 turns, after warm-up passes until one opened none (any client of the server "
+        "counts)."
     )
     if cfg.slow_sessions != cfg.sessions or cfg.slow_turns != cfg.turns:
         emit(
