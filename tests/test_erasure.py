@@ -16,7 +16,7 @@ from test_retention import chain
 from tests.graph.embeddings import WordEmbeddings
 from tests.graph.stores import fresh_store
 from tidb_memory import AsyncTiDBChatMessageHistory, InvalidInputError, SessionStore
-from tidb_memory.chat._schema import quote
+from tidb_memory._dialect import quote
 from tidb_memory.engine import Connection
 from tidb_memory.erasure import ErasureReport, aerase_user, erase_user
 from tidb_memory.langgraph import AsyncTiDBSaver, AsyncTiDBStore

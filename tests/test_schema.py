@@ -17,7 +17,7 @@ from conftest import Target
 from langchain_core.messages import HumanMessage
 
 import tidb_memory
-from tidb_memory import AsyncTiDBChatMessageHistory, InvalidInputError, SchemaError
+from tidb_memory import AsyncTiDBChatMessageHistory, InvalidInputError, SchemaError, _dialect
 from tidb_memory.chat import _schema as schema
 from tidb_memory.chat import _sql
 from tidb_memory.chat._schema import (
@@ -42,9 +42,10 @@ DOMAINS: dict[str, list[Any]] = {
 
 
 def builders() -> list[Callable[..., Any]]:
-    """Every function of chat/_sql.py and chat/_schema.py that builds SQL, public or private."""
+    """Every function of chat/_sql.py, chat/_schema.py and _dialect.py that builds SQL, public
+    or private."""
     found = []
-    for module in (_sql, schema):
+    for module in (_sql, schema, _dialect):
         for name, fn in vars(module).items():
             if not name.endswith(("_statement", "_statements")) or not callable(fn):
                 continue

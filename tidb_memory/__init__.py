@@ -21,12 +21,12 @@ from ._types import UNSET as UNSET
 from ._types import MessageRecord as MessageRecord
 from ._types import SessionInfo as SessionInfo
 from ._types import SessionPage as SessionPage
+from ._url import DEFAULT_SQLITE_URL as DEFAULT_SQLITE_URL
+from ._url import default_url as default_url
 from .chat._schema import DEFAULT_TABLE_NAME as DEFAULT_TABLE_NAME
-from .chat.history import DEFAULT_SQLITE_URL as DEFAULT_SQLITE_URL
 from .chat.history import AsyncTiDBChatMessageHistory as AsyncTiDBChatMessageHistory
-from .chat.history import SessionStore as SessionStore
 from .chat.history import TiDBChatMessageHistory as TiDBChatMessageHistory
-from .chat.history import default_url as default_url
+from .chat.sessions import SessionStore as SessionStore
 from .codec import DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MAX_MESSAGE_BYTES
 from .engine import aclose_all as aclose_all
 from .engine import close_all as close_all

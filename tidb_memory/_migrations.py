@@ -22,8 +22,8 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from ._dialect import quote, table_columns
 from ._retry import Verdict, classify, error_code
-from .chat._schema import quote, table_columns
 from .engine import Backend, Connection
 from .errors import SchemaError, StorageError
 

@@ -9,6 +9,7 @@ read up to the last ``@`` before the host, never split into a host that shows it
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,12 +30,31 @@ __all__ = [
     "DEFAULT_POOL_SIZE",
     "DEFAULT_POOL_TIMEOUT",
     "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_SQLITE_URL",
     "TIDB_CLOUD_POOL_RECYCLE",
     "Backend",
     "ConnectionSpec",
+    "default_url",
     "display_url",
     "parse_url",
 ]
+
+#: Where histories, savers and stores keep their data when no URL is configured: a SQLite file in
+#: the working directory.
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///tidb_memory.sqlite3"
+
+
+def default_url() -> str:
+    """``$TIDB_DATABASE_URL`` if it is set, else :data:`DEFAULT_SQLITE_URL`.
+
+    Example:
+        >>> import os
+        >>> os.environ.pop("TIDB_DATABASE_URL", None) and None
+        >>> default_url()
+        'sqlite+aiosqlite:///tidb_memory.sqlite3'
+    """
+    return os.environ.get("TIDB_DATABASE_URL") or DEFAULT_SQLITE_URL
+
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Seconds one statement may wait for its reply. aiomysql has no read timeout of its own, so a

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from tidb_memory._bridge import BRIDGE
 from tidb_memory._checks import check_id
-from tidb_memory.chat.history import SessionStore
+from tidb_memory.chat.sessions import SessionStore
 from tidb_memory.errors import InvalidInputError, StorageError
 
 __all__ = ["ErasureReport", "NamespaceEraser", "UserEraser", "aerase_user", "erase_user"]

@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from langchain_core.messages import BaseMessage, SystemMessage, ToolMessage
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._checks import ago, as_count, check_id, to_utc
 from .._retry import DEFAULT_RETRY_POLICY, RetryPolicy, retrying
@@ -48,6 +49,7 @@ from .._types import (
     _timestamp,
     _utcnow,
 )
+from .._url import default_url
 from ..codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
     decode,
@@ -55,7 +57,7 @@ from ..codec import (
     encode_batch,
     encode_json,
 )
-from ..engine import Backend, Connection, Database
+from ..engine import Backend, Connection, Database, get_database
 from ..errors import InvalidInputError, MessageTooLargeError, SchemaError, StorageError
 from ._schema import _done as _schema_done
 from ._schema import check_table_name, check_ttl, ensure_schema
@@ -70,7 +72,7 @@ from ._sql import (
     records_statement,
 )
 
-__all__ = ["MAX_SEQ_CONFLICTS", "MessageStore", "trim_window"]
+__all__ = ["MAX_SEQ_CONFLICTS", "MessageStore", "open_store", "trim_window"]
 
 T = TypeVar("T")
 
@@ -95,6 +97,21 @@ def _random_keys(count: int) -> list[str]:
     for the batch (a ``uuid4`` each costs twice as much, for 6 bits fewer)."""
     text = os.urandom(16 * count).hex()
     return [text[i : i + 32] for i in range(0, 32 * count, 32)]
+
+
+def open_store(
+    connection_string: str | None,
+    engine: AsyncEngine | None,
+    engine_args: Mapping[str, Any] | None,
+    table_name: str,
+    **options: Any,
+) -> MessageStore:
+    """The store of ``table_name`` on the shared database of ``connection_string`` (or
+    ``engine``; neither: :func:`~tidb_memory._url.default_url`). No I/O."""
+    if engine is None and connection_string is None:
+        connection_string = default_url()
+    db = get_database(connection_string, engine=engine, engine_args=engine_args)
+    return MessageStore(db, table_name, **options)
 
 
 class MessageStore(SessionOps):

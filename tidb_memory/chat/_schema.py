@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._checks import ID_MAX_CHARS, ago, check_table_name
+from .._dialect import quote as quote
+from .._dialect import table_columns as table_columns
 from .._process import _done as _done
 from ..errors import InvalidInputError, SchemaError
 
@@ -60,11 +62,6 @@ COLUMNS = ("session_id", "seq", "msg_key", "message", "metadata", "created_at")
 V1_COLUMNS = frozenset(("session_id", "seq", "msg_key", "message", "metadata", "created_at"))
 #: langchain-community's TiDBChatMessageHistory table: id, session_id, message, create_time.
 SEED_COLUMNS = frozenset({"id", "session_id", "message", "create_time"})
-
-
-def quote(backend: Backend, name: str) -> str:
-    """Quote a checked identifier for ``backend``."""
-    return f"`{name}`" if backend == "mysql" else f'"{name}"'
 
 
 def ttl_clause(ttl: timedelta | None) -> str:
@@ -186,16 +183,6 @@ MIGRATIONS: tuple[Migration, ...] = ((1, "message, sessions and migrations table
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
-def _columns_statement(backend: Backend, table: str) -> tuple[str, tuple[Any, ...]]:
-    if backend == "mysql":
-        return (
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
-            (table,),
-        )
-    return ("SELECT name FROM pragma_table_info(?)", (table,))
-
-
 def _record_version_statement(backend: Backend) -> str:
     m = quote(backend, MIGRATIONS_TABLE)
     if backend == "mysql":
@@ -268,12 +255,6 @@ async def ensure_schema(
     async with db.connection() as conn:
         await _setup(conn, db, table, create=create, ttl=ttl, upgrade=upgrade)
     _done.add((db.key, table))
-
-
-async def table_columns(conn: Connection, table: str) -> set[str]:
-    """The lower-cased column names of ``table``; empty if it does not exist. One round trip."""
-    sql, params = _columns_statement(conn.backend, table)
-    return {str(row[0]).lower() for row in await conn.fetchall(sql, params)}
 
 
 def _is_seed(columns: set[str]) -> bool:

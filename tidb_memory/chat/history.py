@@ -8,7 +8,6 @@ registry and the same guarantees.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,14 +24,15 @@ from .._types import (
     UNSET,
     MessageRecord,
     SessionInfo,
-    SessionPage,
     _Unset,
 )
+from .._url import DEFAULT_SQLITE_URL as DEFAULT_SQLITE_URL
+from .._url import default_url as default_url
 from ..codec import DEFAULT_MAX_MESSAGE_BYTES
-from ..engine import get_database
 from ..errors import InvalidInputError
-from ._messages import MessageStore
+from ._messages import open_store
 from ._schema import DEFAULT_TABLE_NAME
+from .sessions import SessionStore as SessionStore
 
 __all__ = [
     "DEFAULT_SQLITE_URL",
@@ -41,27 +41,6 @@ __all__ = [
     "TiDBChatMessageHistory",
     "default_url",
 ]
-
-#: Where histories keep messages when no URL is configured: a SQLite file in the working directory.
-DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///tidb_memory.sqlite3"
-
-
-def default_url() -> str:
-    """``$TIDB_DATABASE_URL`` if it is set, else :data:`DEFAULT_SQLITE_URL`."""
-    return os.environ.get("TIDB_DATABASE_URL") or DEFAULT_SQLITE_URL
-
-
-def _store(
-    connection_string: str | None,
-    engine: AsyncEngine | None,
-    engine_args: Mapping[str, Any] | None,
-    table_name: str,
-    **options: Any,
-) -> MessageStore:
-    if engine is None and connection_string is None:
-        connection_string = default_url()
-    db = get_database(connection_string, engine=engine, engine_args=engine_args)
-    return MessageStore(db, table_name, **options)
 
 
 class AsyncTiDBChatMessageHistory(BaseChatMessageHistory):
@@ -129,7 +108,7 @@ class AsyncTiDBChatMessageHistory(BaseChatMessageHistory):
         self.earliest_time = None if earliest_time is None else to_utc(earliest_time)
         self.window = None if window is None else as_count("window", window, high=MAX_PAGE_SIZE)
         self.pin_system = pin_system
-        self.store = _store(
+        self.store = open_store(
             connection_string,
             engine,
             engine_args,
@@ -349,114 +328,3 @@ class TiDBChatMessageHistory(AsyncTiDBChatMessageHistory):
         """Kept for compatibility. ``messages`` always reads the database, so there is no cache
         to go stale; this reads the session once, as the original did."""
         self.store.db.run_sync(self.aget_messages)
-
-
-class SessionStore:
-    """Every session of one message table: list, inspect, annotate, delete, purge.
-
-    Example::
-
-        sessions = SessionStore("mysql+aiomysql://root@127.0.0.1:3306/test")
-        page = await sessions.alist_sessions(user_id="u1", limit=20)
-        for info in page.sessions:
-            print(info.session_id, info.title, info.message_count, info.last_activity)
-        more = await sessions.alist_sessions(user_id="u1", cursor=page.next_cursor)
-
-    It shares pools with the histories of the same URL. Costs are in each method's docstring.
-    """
-
-    def __init__(
-        self,
-        connection_string: str | None = None,
-        *,
-        engine: AsyncEngine | None = None,
-        table_name: str = DEFAULT_TABLE_NAME,
-        create_table: bool = True,
-        engine_args: Mapping[str, Any] | None = None,
-        retry: RetryPolicy = DEFAULT_RETRY_POLICY,
-        ttl: timedelta | None = None,
-    ) -> None:
-        self.store = _store(
-            connection_string,
-            engine,
-            engine_args,
-            table_name,
-            create_table=create_table,
-            retry=retry,
-            ttl=ttl,
-        )
-
-    def __repr__(self) -> str:
-        return f"SessionStore(table_name={self.store.table!r}, url={self.store.db.spec.display!r})"
-
-    async def alist_sessions(
-        self,
-        *,
-        user_id: str | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
-        cursor: str | None = None,
-    ) -> SessionPage:
-        """See :meth:`MessageStore.alist_sessions`: one round trip per page."""
-        return await self.store.alist_sessions(user_id=user_id, limit=limit, cursor=cursor)
-
-    async def aget_session_info(self, session_id: str) -> SessionInfo:
-        """See :meth:`MessageStore.asession_info`: one round trip."""
-        return await self.store.asession_info(session_id)
-
-    async def aset_session_info(
-        self,
-        session_id: str,
-        *,
-        user_id: str | _Unset | None = UNSET,
-        title: str | _Unset | None = UNSET,
-        metadata: Mapping[str, Any] | _Unset | None = UNSET,
-    ) -> None:
-        """See :meth:`MessageStore.aset_session_info`: one round trip."""
-        await self.store.aset_session_info(
-            session_id, user_id=user_id, title=title, metadata=metadata
-        )
-
-    async def adelete_session(self, session_id: str) -> int:
-        """See :meth:`MessageStore.adelete_session`: two round trips."""
-        return await self.store.adelete_session(session_id)
-
-    async def apurge_expired(self, *, older_than: datetime | None = None) -> int:
-        """See :meth:`MessageStore.apurge_expired`: one round trip per batch."""
-        return await self.store.apurge_expired(older_than=older_than)
-
-    def list_sessions(
-        self,
-        *,
-        user_id: str | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
-        cursor: str | None = None,
-    ) -> SessionPage:
-        """Synchronous :meth:`alist_sessions`."""
-        return self.store.db.run_sync(
-            self.alist_sessions, user_id=user_id, limit=limit, cursor=cursor
-        )
-
-    def get_session_info(self, session_id: str) -> SessionInfo:
-        """Synchronous :meth:`aget_session_info`."""
-        return self.store.db.run_sync(self.aget_session_info, session_id)
-
-    def set_session_info(
-        self,
-        session_id: str,
-        *,
-        user_id: str | _Unset | None = UNSET,
-        title: str | _Unset | None = UNSET,
-        metadata: Mapping[str, Any] | _Unset | None = UNSET,
-    ) -> None:
-        """Synchronous :meth:`aset_session_info`."""
-        self.store.db.run_sync(
-            self.aset_session_info, session_id, user_id=user_id, title=title, metadata=metadata
-        )
-
-    def delete_session(self, session_id: str) -> int:
-        """Synchronous :meth:`adelete_session`."""
-        return self.store.db.run_sync(self.adelete_session, session_id)
-
-    def purge_expired(self, *, older_than: datetime | None = None) -> int:
-        """Synchronous :meth:`apurge_expired`."""
-        return self.store.db.run_sync(self.apurge_expired, older_than=older_than)

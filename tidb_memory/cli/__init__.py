@@ -41,9 +41,9 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from tidb_memory import __version__
+from tidb_memory._url import default_url
 from tidb_memory._url import display_url as display_url
 from tidb_memory.chat._schema import DEFAULT_TABLE_NAME
-from tidb_memory.chat.history import default_url
 from tidb_memory.cli._admin import (
     _init_arguments,
     _migrate_arguments,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tidb_memory.chat._messages import MessageStore
-from tidb_memory.chat.history import SessionStore
+from tidb_memory.chat.sessions import SessionStore
 from tidb_memory.engine import get_database
 from tidb_memory.errors import InvalidInputError
 

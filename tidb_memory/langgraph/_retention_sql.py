@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from tidb_memory.chat._schema import quote
+from tidb_memory._dialect import quote
 from tidb_memory.engine import Backend
 from tidb_memory.langgraph._saver_sql import SQLITE_NOW, Tables, hash_param, placeholder
 

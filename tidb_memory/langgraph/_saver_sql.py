@@ -14,8 +14,8 @@ from functools import lru_cache, partial
 from langgraph.checkpoint.serde.types import TASKS
 
 from tidb_memory._checks import check_table_name
+from tidb_memory._dialect import quote
 from tidb_memory._migrations import Migration
-from tidb_memory.chat._schema import quote
 from tidb_memory.engine import Backend
 from tidb_memory.errors import InvalidInputError
 

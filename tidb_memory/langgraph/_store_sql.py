@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._checks import check_table_name
+from .._dialect import quote
 from .._migrations import Migration
-from ..chat._schema import quote
 from ..engine import Backend
 from ..errors import InvalidInputError
 from ._store_filter import Condition, condition_sql

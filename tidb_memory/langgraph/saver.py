@@ -63,6 +63,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tidb_memory._checks import as_count, check_text
 from tidb_memory._migrations import apply_migrations
 from tidb_memory._retry import DEFAULT_RETRY_POLICY, RetryPolicy, retrying
+from tidb_memory._url import default_url
 from tidb_memory.engine import Backend, Binary, Connection, Database, get_database
 from tidb_memory.errors import InvalidInputError
 from tidb_memory.langgraph._saver_rows import (
@@ -179,8 +180,6 @@ class AsyncTiDBSaver(ThreadsMixin, BaseCheckpointSaver[str]):
         if not isinstance(max_blob_bytes, int) or max_blob_bytes < 1:
             raise InvalidInputError("max_blob_bytes must be a positive int")
         if engine is None and connection_string is None:
-            from tidb_memory.chat.history import default_url
-
             connection_string = default_url()
         self.tables = Tables.from_prefix(table_prefix)
         self.db: Database = get_database(connection_string, engine=engine, engine_args=engine_args)

@@ -40,12 +40,13 @@ from langgraph.store.base import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .._dialect import table_columns
 from .._migrations import apply_migrations
 from .._process import forget_at_fork
 from .._retry import DEFAULT_RETRY_POLICY, RetryPolicy, retrying
+from .._url import default_url
 from ..engine import Binary, Connection, Database, get_database
 from ..errors import InvalidInputError
-from ..schema import table_columns
 from . import _store_sql as sql
 from ._store_filter import client_match
 from ._store_group import BatchGroup
@@ -143,8 +144,6 @@ class AsyncTiDBStore(TTLSweeper, BaseStore):
         if ttl is not None and not isinstance(ttl, Mapping):
             raise InvalidInputError("ttl must be a dict (LangGraph's TTLConfig)")
         if engine is None and connection_string is None:
-            from ..history import default_url
-
             connection_string = default_url()
         self.tables = sql.StoreTables.from_prefix(table_prefix)
         self.index = parse_index(index)
