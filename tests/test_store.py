@@ -21,7 +21,7 @@ from tidb_memory import InvalidInputError, StorageError
 from tidb_memory import engine as engine_mod
 from tidb_memory._checks import check_id as check_session_id
 from tidb_memory._checks import to_utc
-from tidb_memory.chat import _messages, _sql
+from tidb_memory.chat import _sql
 from tidb_memory.chat._messages import MessageStore
 from tidb_memory.chat._sql import duplicate_of
 from tidb_memory.engine import get_database
@@ -145,18 +145,16 @@ async def test_clear_deletes_in_bounded_batches(
     store = make_store(backend, table)
     await store.aappend("s", [HumanMessage(str(i)) for i in range(10)])
     await store.aappend("other", [HumanMessage("keep")])
-    # The batch is read in two places: the statement's LIMIT (_sql) and the loop that stops on a
-    # short batch (_messages). Patch both, or the loop would stop after the first statement.
+    # One place holds the batch (_sql.clear_plan): the statement's LIMIT and the loop that stops
+    # on a short batch both read it there.
     monkeypatch.setattr(_sql, "CLEAR_BATCH", 3)
-    monkeypatch.setattr(_messages, "CLEAR_BATCH", 3)
-    _sql.clear_statement.cache_clear()
+    _sql.clear_plan.cache_clear()
     try:
         spy.clear()
         assert await store.aclear("s") == 10
     finally:
         monkeypatch.setattr(_sql, "CLEAR_BATCH", 10_000)
-        monkeypatch.setattr(_messages, "CLEAR_BATCH", 10_000)
-        _sql.clear_statement.cache_clear()
+        _sql.clear_plan.cache_clear()
     if backend.name == "mysql":
         assert spy.verbs() == ["DELETE"] * 4  # 3 + 3 + 3 + 1
         assert all("LIMIT 3" in s for s in spy.statements)

@@ -63,8 +63,7 @@ from ._schema import _done as _schema_done
 from ._schema import check_table_name, check_ttl, ensure_schema
 from ._sessions import SessionOps
 from ._sql import (
-    CLEAR_BATCH,
-    clear_statement,
+    clear_plan,
     duplicate_of,
     insert_select_statement,
     insert_values_statement,
@@ -497,6 +496,5 @@ class MessageStore(SessionOps):
         """Delete every message of a session; returns how many. One round trip for sessions up
         to ``CLEAR_BATCH`` messages; the session's info row is kept."""
         check_id(session_id)
-        batch = CLEAR_BATCH if self.db.backend == "mysql" else 0
-        sql = clear_statement(self.db.backend, self.table)
+        sql, batch = clear_plan(self.db.backend, self.table)
         return await self.db.run(self._delete, sql, (session_id,), batch, operation)

@@ -21,6 +21,7 @@ from ._schema import MIGRATIONS_TABLE, MSG_KEY_INDEX, SESSIONS_TABLE, quote
 
 __all__ = [
     "CLEAR_BATCH",
+    "clear_plan",
     "clear_statement",
     "delete_session_info_statement",
     "duplicate_of",
@@ -122,14 +123,24 @@ def insert_select_statement(backend: Backend, table: str, rows: int) -> str:
 
 
 @lru_cache(maxsize=256)
-def clear_statement(backend: Backend, table: str) -> str:
-    """Delete a session; on MySQL and TiDB newest first, in bounded batches."""
+def clear_plan(backend: Backend, table: str) -> tuple[str, int]:
+    """Delete a session: the statement, and the rows one run of it deletes at most (0: all).
+
+    On MySQL and TiDB newest first, in batches of :data:`CLEAR_BATCH`; the caller runs it again
+    while a run deletes a whole batch. The statement's ``LIMIT`` and the caller's loop read the
+    batch from here, so they cannot disagree.
+    """
     p = _p(backend)
     sql = f"DELETE FROM {quote(backend, table)} WHERE session_id = {p}"
     if backend == "mysql":
         # Newest first: a reader racing the clear still sees a prefix of the session.
-        sql += f" ORDER BY seq DESC LIMIT {CLEAR_BATCH}"
-    return sql
+        return f"{sql} ORDER BY seq DESC LIMIT {CLEAR_BATCH}", CLEAR_BATCH
+    return sql, 0
+
+
+def clear_statement(backend: Backend, table: str) -> str:
+    """The statement of :func:`clear_plan`."""
+    return clear_plan(backend, table)[0]
 
 
 @lru_cache(maxsize=256)
