@@ -469,6 +469,9 @@ async def test_statements_counted_by_the_server(recorder: Recorder) -> None:
         assert await counter.statements(ops.put, 5) == (5, 5)
         assert await counter.statements(ops.put_inline_only, 4) == (4, 4)
         assert await counter.statements(ops.put_writes, 1) == (1, 1)
+        # Ten tasks' writes from one loop iteration merge into one INSERT, atomic by itself:
+        # no START TRANSACTION or COMMIT around it.
+        assert await counter.statements(ops.put_writes_of_ten_tasks, 1) == (1, 1)
         assert await counter.statements(ops.list_thread, 1) == (1, 1)
         assert await counter.statements(ops.list_limit, 1) == (1, 1)
 

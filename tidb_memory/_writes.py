@@ -91,11 +91,13 @@ async def execute_atomic(
     On MySQL and TiDB the :class:`RowInsert` statements of a kind become one (see
     :func:`merge_inserts`): fewer statements for the server to run and the client to parse.
     """
+    if len(statements) > 1 and conn.backend == "mysql":
+        # SQLite runs one statement per call, and caps parameters. Merged into one statement
+        # (pending writes of several tasks, say), the group needs no transaction around it.
+        statements = merge_inserts(statements, max_bytes)
     if len(statements) < 2:
         await conn.execute_all(statements, max_bytes=max_bytes)
         return
-    if conn.backend == "mysql":  # SQLite runs one statement per call, and caps parameters
-        statements = merge_inserts(statements, max_bytes)
     try:
         await conn.execute_all([_BEGIN[conn.backend], *statements, _COMMIT], max_bytes=max_bytes)
     except Exception:
