@@ -14,6 +14,10 @@ stretch of the run:
 * ``tidb``      AsyncTiDBSaver on MariaDB/TiDB (``--url``), with the library's default pool.
 * ``postgres``  AsyncPostgresSaver over a psycopg AsyncConnectionPool (``--pg-url``), same size.
 * ``memory``    InMemorySaver: the upper bound (no I/O).
+* ``memory+rt`` InMemorySaver that first makes one empty round trip (``SELECT 1`` on a raw
+                aiomysql pool of ``--concurrency`` connections to ``--url``) in every
+                ``aget_tuple``, ``aput`` and ``aput_writes``: the bound of any saver that awaits
+                its database once per call, before it sends a byte of payload.
 * ``mysql``     langgraph-checkpoint-mysql's AIOMySQLSaver, if installed: reported as it runs
                 or fails (with aiomysql 0.3.2 and PyMySQL >= 1.2 it cannot send bytes).
 
@@ -64,7 +68,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from sqlalchemy.engine import make_url
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-ALL_SAVERS = ("tidb", "postgres", "memory", "mysql")
+ALL_SAVERS = ("tidb", "postgres", "memory", "memory+rt", "mysql")
 
 
 # --------------------------------------------------------------------------- the graph
@@ -112,7 +116,7 @@ async def postgres_saver(args: argparse.Namespace, token: str) -> AsyncIterator[
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
     async with postgres_pool(args.pg_url, args.concurrency, f"bench_{token}") as pool:
-        saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        saver = AsyncPostgresSaver(pool)
         await saver.setup()
         yield saver
 
@@ -122,10 +126,59 @@ async def memory_saver(args: argparse.Namespace, token: str) -> AsyncIterator[An
     yield InMemorySaver()
 
 
+class RoundTripSaver(InMemorySaver):
+    """InMemorySaver plus one empty round trip per saver call (see the module docstring)."""
+
+    def __init__(self, pool: Any) -> None:
+        super().__init__()
+        self.pool = pool
+
+    async def _round_trip(self) -> None:
+        async with self.pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT 1")
+            await cur.fetchall()
+
+    async def aget_tuple(self, config: Any) -> Any:
+        await self._round_trip()
+        return self.get_tuple(config)
+
+    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        await self._round_trip()
+        return self.put(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: Any, writes: Any, task_id: str, task_path: str = ""
+    ) -> None:
+        await self._round_trip()
+        self.put_writes(config, writes, task_id, task_path)
+
+
+@asynccontextmanager
+async def round_trip_saver(args: argparse.Namespace, token: str) -> AsyncIterator[Any]:
+    import aiomysql
+
+    u = make_url(args.url)
+    pool = await aiomysql.create_pool(
+        minsize=args.concurrency,
+        maxsize=args.concurrency,
+        host=u.host or "127.0.0.1",
+        port=u.port or 3306,
+        user=u.username or "root",
+        password=u.password or "",
+        db=u.database or "test",
+        autocommit=True,
+    )
+    try:
+        yield RoundTripSaver(pool)
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
 @asynccontextmanager
 async def mysql_saver(args: argparse.Namespace, token: str) -> AsyncIterator[Any]:
     import aiomysql
-    from langgraph.checkpoint.mysql.aio import AIOMySQLSaver
+    from langgraph.checkpoint.mysql.aio import AIOMySQLSaver  # type: ignore[import-not-found, unused-ignore]
 
     u = make_url(args.url)
     database = f"bench_{token}_lgmysql"
@@ -160,6 +213,7 @@ FACTORIES: dict[str, Callable[[argparse.Namespace, str], Any]] = {
     "tidb": tidb_saver,
     "postgres": postgres_saver,
     "memory": memory_saver,
+    "memory+rt": round_trip_saver,
     "mysql": mysql_saver,
 }
 
