@@ -609,7 +609,11 @@ class Bench:
                 wsids, wpairs = self.workload(
                     impl, f"warm{rnd}.{rep}", cfg.concurrency, WARM_TURNS, shape
                 )
-                warm = await self._drive(impl, wsids, wpairs, pool, 0)
+                wbase = 0
+                if workload == "prefilled":  # warm on reads as long as the timed ones
+                    await impl.seed(await self.admin.conn(), self.history_of(wsids, shape))
+                    wbase = PREFILL_MESSAGES_PER_SESSION
+                warm = await self._drive(impl, wsids, wpairs, pool, wbase)
                 if warm.errors:
                     note(f"  {impl.name}: {warm.errors} warm-up errors, first: {warm.first_error}")
                 if rep and await connections_opened(await self.admin.conn()) == before:
