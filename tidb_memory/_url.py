@@ -47,11 +47,10 @@ DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///tidb_memory.sqlite3"
 def default_url() -> str:
     """``$TIDB_DATABASE_URL`` if it is set, else :data:`DEFAULT_SQLITE_URL`.
 
-    Example:
-        >>> import os
-        >>> os.environ.pop("TIDB_DATABASE_URL", None) and None
-        >>> default_url()
-        'sqlite+aiosqlite:///tidb_memory.sqlite3'
+    Example::
+
+        # TIDB_DATABASE_URL unset:
+        default_url()  # 'sqlite+aiosqlite:///tidb_memory.sqlite3'
     """
     return os.environ.get("TIDB_DATABASE_URL") or DEFAULT_SQLITE_URL
 
